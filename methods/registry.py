@@ -1,0 +1,99 @@
+"""Method registry: one module per method in this package, found by name and imported lazily.
+
+A method module defines ``METHOD = Method(...)``. ``discover()`` lists the module names without
+importing them (``--help`` and error messages stay fast); ``get(name)`` imports one module.
+``register`` refuses duplicate names, so a plugin cannot silently replace a built-in method.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import methods as _package
+
+_NOT_METHODS = {"registry", "base", "common"}
+
+
+class UnknownMethodError(KeyError):
+    """Asked for a method name that no module provides."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DuplicateMethodError(ValueError):
+    """Two registrations under the same name."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: what it is, its knobs, and how to build it.
+
+    ``config_cls`` is a dataclass of the method's knobs with defaults; ``defaults_for`` gives
+    per-backbone overrides; ``search_space(trial)`` draws knobs for an Optuna sweep; ``build``
+    turns a backbone into a retrieval model.
+    """
+
+    name: str
+    description: str
+    reference: str
+    config_cls: type
+    build: Callable[..., Any]
+    search_space: Callable[[Any], dict[str, Any]] = field(default=lambda trial: {})
+    defaults_for: Callable[[str, int], dict[str, Any]] = field(default=lambda backbone, frames: {})
+
+    def make_config(self, backbone: str, frames: int, overrides: dict[str, Any]) -> Any:
+        """The method's config: dataclass defaults, then backbone defaults, then ``overrides``."""
+        known = set(self.config_cls.__dataclass_fields__)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} has no option {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(known)) or '(none)'}"
+            )
+        values = {**self.defaults_for(backbone, frames), **overrides}
+        return self.config_cls(**values)
+
+
+_registry: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry; a second method with the same name is an error."""
+    existing = _registry.get(method.name)
+    if existing is not None and existing is not method:
+        raise DuplicateMethodError(f"method {method.name!r} is already registered")
+    _registry[method.name] = method
+    return method
+
+
+def _module_name(method_name: str) -> str:
+    return method_name.replace("-", "_")
+
+
+def discover() -> list[str]:
+    """Names of the methods in this package, without importing their modules."""
+    names = {m.name.replace("_", "-") for m in pkgutil.iter_modules(_package.__path__)}
+    return sorted((names - _NOT_METHODS) | set(_registry))
+
+
+def get(name: str) -> Method:
+    """The method called ``name``, importing its module on first use."""
+    if name not in _registry:
+        if name not in discover():
+            raise UnknownMethodError(f"unknown method {name!r}; valid: {', '.join(discover())}")
+        module = importlib.import_module(f"methods.{_module_name(name)}")
+        method = getattr(module, "METHOD", None)
+        if not isinstance(method, Method) or method.name != name:
+            raise UnknownMethodError(f"module methods.{_module_name(name)} defines no METHOD {name!r}")
+        register(method)
+    return _registry[name]
+
+
+def all_methods() -> list[Method]:
+    """Every method, importing all modules (for ``suite list methods`` and ``--all``)."""
+    return [get(name) for name in discover()]

@@ -1,0 +1,31 @@
+"""Developer sessions: tests, lint, typecheck (default) and bench (on demand: `nox -s bench`)."""
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy", "suite", "methods", "tempme", "reports")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not run in CI): throughput of tempme against folded lora, and more."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "suite.bench", *session.posargs)

@@ -1,0 +1,131 @@
+"""The ``suite`` command line. Heavy packages are imported inside the commands so that
+``suite --help`` answers at once. User errors end with exit code 2 and one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from suite.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark and ablation suite for efficient text-video retrieval.")
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a UserError (and the domain errors of the libraries) into one line and exit 2."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from methods.registry import DuplicateMethodError, UnknownMethodError
+
+        domain: tuple[type[Exception], ...] = (UserError, UnknownMethodError, DuplicateMethodError)
+        try:
+            from tempme.schedule import ScheduleError
+
+            domain += (ScheduleError,)
+        except ImportError:
+            pass
+        try:
+            return command(*args, **kwargs)
+        except domain as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def run(
+    method: Annotated[str | None, typer.Option(help="Method name (`suite list methods`).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset card name.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="open_clip model name.")] = None,
+    pretrained: Annotated[str | None, typer.Option(
+        help="open_clip tag, local checkpoint path, 'synthetic' (tiny CLIP) or 'none'.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=0)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    frames: Annotated[int | None, typer.Option(min=1)] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder of a real dataset.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    select_on: Annotated[str | None, typer.Option(help="val (default) or test.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value, e.g. train.lr=1e-4, method.rank=4, data.num_train=500.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Replay a logged config.json.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Fine-tune and evaluate one method on one dataset; log everything to MLflow."""
+    from suite import config as cfg
+
+    if config is not None:
+        resolved = cfg.load_file(config)
+    elif method is None:
+        raise UserError("--method is required (or --config FILE); see `suite list methods`")
+    else:
+        resolved = cfg.base_for(method, dataset or "synthetic")
+    flags = {"method": method, "dataset": dataset, "backbone": backbone, "frames": frames,
+             "data_root": data_root, "device": device, "select_on": select_on,
+             "experiment": experiment, "train.epochs": epochs, "train.batch_size": batch_size,
+             "train.seed": seed}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if pretrained is not None:
+        overrides["pretrained"] = None if pretrained.lower() == "none" else pretrained
+    overrides.update(cfg.parse_sets(set_ or []))
+    resolved = cfg.apply_overrides(resolved, overrides)
+
+    from suite.engine import run as run_engine
+
+    result = run_engine(resolved, tracking_uri, show_progress=True)
+    if json_out:
+        typer.echo(json.dumps({"run_id": result.run_id, "test": result.test,
+                               "best_epoch": result.best_epoch}, indent=2, sort_keys=True))
+    else:
+        m = result.test
+        typer.echo(f"run {result.run_id}: test t2v R@1 {m['t2v_R1']:.1f} R@5 {m['t2v_R5']:.1f} "
+                   f"R@10 {m['t2v_R10']:.1f} MdR {m['t2v_MdR']:.1f} R-Sum {m['t2v_rsum']:.1f}")
+
+
+@app.command("list")
+@user_errors
+def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbones")]) -> None:
+    """List the registered methods, dataset cards or backbones."""
+    if what == "methods":
+        from methods.registry import all_methods
+
+        for m in all_methods():
+            typer.echo(f"{m.name:14s} {m.description}")
+    elif what == "datasets":
+        from suite.data.cards import available, load_card
+
+        for name in available():
+            card = load_card(name)
+            typer.echo(f"{name:14s} {card.description}")
+    elif what == "backbones":
+        import open_clip
+
+        from suite.backbone import embedded_names, register_embedded_configs
+
+        register_embedded_configs()
+        for name in embedded_names():
+            typer.echo(f"{name:24s} embedded (pretrained: synthetic)")
+        for name, tag in open_clip.list_pretrained():
+            typer.echo(f"{name:24s} {tag}")
+    else:
+        raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones")
+
+
+def main() -> None:
+    app(prog_name="suite")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: cards (TOML in the top-level ``datasets/`` folder), loaders, frame sampling."""

@@ -1,0 +1,28 @@
+"""Which loader reads which dataset card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suite.data.base import VideoTextSplit
+from suite.data.cards import DatasetCard
+from suite.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def load_split(card: DatasetCard, split: str, frames: int, data_root: str | None,
+               options: dict[str, Any]) -> VideoTextSplit:
+    """Split ``split`` of the dataset described by ``card``."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    merged = {**card.options, **options}
+    if card.loader == "synthetic":
+        from suite.data.synthetic import SyntheticConfig, make_split
+
+        known = set(SyntheticConfig.__dataclass_fields__) - {"frames"}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise UserError(f"synthetic has no option {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return make_split(SyntheticConfig(frames=frames, **merged), split)
+    raise UserError(f"dataset {card.name!r} names loader {card.loader!r}, which does not exist")

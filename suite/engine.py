@@ -1,0 +1,209 @@
+"""One run: build the model, train with selection on validation, test once, log to MLflow."""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from suite import tracking
+from suite.backbone import Backbone, load_backbone
+from suite.config import RunConfig
+from suite.data.cards import DatasetCard, load_card
+from suite.data.loading import ImageSpec, TrainPairs, loader, make_collate
+from suite.data.registry import load_split
+from suite.device import autocast, resolve_device
+from suite.errors import UserError
+from suite.evaluation import evaluate
+from suite.progress import console, progress_bar
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports back (also printed by ``suite run --json``)."""
+
+    run_id: str
+    test: dict[str, float]
+    best_epoch: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(config: RunConfig, backbone: Backbone) -> torch.nn.Module:
+    """The method's retrieval model on ``backbone`` (a user error for bad method options)."""
+    from methods import registry
+
+    method = registry.get(config.method)
+    try:
+        method_config = method.make_config(config.backbone, config.frames, config.method_options)
+        return method.build(backbone.model, method_config, config.frames)
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+
+
+def symmetric_infonce(text: torch.Tensor, video: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss over a batch of matching (text, video) pairs, both directions averaged."""
+    logits = scale * text @ video.t()
+    target = torch.arange(len(text), device=text.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def make_optimizer(model: Any, config: RunConfig, steps: int) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and norms), cosine schedule with linear warm-up."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    new, pretrained = model.parameter_groups()
+    t = config.train
+    groups = []
+    for params, lr in ((new, t.lr), (pretrained, t.lr_pretrained)):
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups += [{"params": decay, "lr": lr, "weight_decay": t.weight_decay},
+                   {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup * steps), steps)
+    return optimizer, scheduler
+
+
+class Trainer:
+    """Epochs of InfoNCE training; keeps the weights with the best selection R-Sum."""
+
+    def __init__(self, model: Any, config: RunConfig, card: DatasetCard, backbone: Backbone,
+                 device: torch.device, show_progress: bool) -> None:
+        self.model, self.config, self.card, self.device = model, config, card, device
+        self.show_progress = show_progress
+        self.image = ImageSpec(backbone.image_size, backbone.mean, backbone.std)
+        self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
+
+    def split(self, name: str) -> Any:
+        c = self.config
+        return load_split(self.card, name, c.frames, c.data_root, c.data_options)
+
+    def evaluate(self, split: Any) -> dict[str, float]:
+        t = self.config.train
+        return evaluate(self.model, split, self.tokenize, self.image, self.device,
+                        t.eval_batch_size, t.num_workers, self.show_progress)
+
+    def fit(self, select_split: Any) -> int | None:
+        """Train every epoch, evaluate ``select_split`` after each, restore the best epoch."""
+        t = self.config.train
+        pairs = TrainPairs(self.split("train"), self.card.train_sampling, t.seed)
+        batches = loader(pairs, t.batch_size, make_collate(self.tokenize, self.image),
+                         shuffle=True, seed=t.seed, num_workers=t.num_workers, drop_last=True)
+        if len(batches) == 0:
+            raise UserError(f"batch size {t.batch_size} exceeds the {len(pairs)} training samples")
+        optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
+        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        best: tuple[float, int, dict] | None = None
+        step = 0
+        for epoch in range(t.epochs):
+            pairs.set_epoch(epoch)
+            self.model.train()
+            losses, started = [], time.perf_counter()
+            with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(batches),
+                              enabled=self.show_progress) as advance:
+                for ids, pixels, mask in batches:
+                    ids, pixels, mask = (x.to(self.device) for x in (ids, pixels, mask))
+                    with autocast(self.device):
+                        loss = symmetric_infonce(self.model.encode_text(ids),
+                                                 self.model.encode_video(pixels, mask),
+                                                 self.model.logit_scale)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), t.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    step += 1
+                    losses.append(float(loss))
+                    advance(loss=losses[-1])
+            seconds = time.perf_counter() - started
+            tracking.log_metrics({"train/loss": float(np.mean(losses)),
+                                  "train/epoch_seconds": seconds,
+                                  "train/lr": scheduler.get_last_lr()[0]}, step=epoch)
+            metrics = self.evaluate(select_split)
+            tracking.log_metrics({f"{select_split.name}/{k}": v for k, v in metrics.items()},
+                                 step=epoch)
+            console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
+                          f"{select_split.name} t2v R-Sum {metrics['t2v_rsum']:.1f}")
+            if best is None or metrics["t2v_rsum"] > best[0]:
+                best = (metrics["t2v_rsum"], epoch, self.model.trainable_state())
+        assert best is not None
+        self.model.load_trainable_state(best[2])
+        return best[1]
+
+
+def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -> RunResult:
+    """Execute one fully resolved run and log it to MLflow."""
+    from methods import registry
+
+    registry.get(config.method)  # unknown methods fail before a run is opened
+    card = load_card(config.dataset)
+    device = resolve_device(config.device)
+    if config.select_on not in ("val", "test"):
+        raise UserError(f"unknown --select-on {config.select_on!r}; valid: val, test")
+    tags = {"method": config.method, "dataset": config.dataset, "backbone": config.backbone,
+            "pretrained": str(config.pretrained), "device": str(device),
+            "selected_on": config.select_on, **environment_tags()}
+    name = f"{config.method}-{config.dataset}-{config.backbone}"
+    with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, tags) as active:
+        tracking.log_params(config.flat())
+        seed_everything(config.train.seed)
+        backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
+        model = build_model(config, backbone).to(device)
+        trainer = Trainer(model, config, card, backbone, device, show_progress)
+        test = trainer.split("test")
+        best_epoch = None
+        if model.trainable_parameters() and config.train.epochs > 0:
+            select = test if config.select_on == "test" else trainer.split("val")
+            best_epoch = trainer.fit(select)
+        trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
+        model.fold()
+        metrics = trainer.evaluate(test)
+        tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        log_outputs(config, trained, metrics, best_epoch)
+        return RunResult(active.info.run_id, metrics, best_epoch)
+
+
+def log_outputs(config: RunConfig, trained: dict[str, torch.Tensor],
+                metrics: dict[str, float], best_epoch: int | None) -> None:
+    """Artifacts: the resolved config (replayable), the metrics, the trained weights."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config.save(folder / "config.json")
+        (folder / "metrics.json").write_text(json.dumps(
+            {"test": metrics, "best_epoch": best_epoch}, indent=2, sort_keys=True) + "\n")
+        for name in ("config.json", "metrics.json"):
+            tracking.log_artifact(folder / name)
+        if trained:
+            torch.save(trained, folder / "trained_weights.pt")
+            tracking.log_artifact(folder / "trained_weights.pt")
+
+
+def environment_tags() -> dict[str, str]:
+    """Versions and git commit, so that a result can be traced to the code that made it."""
+    import subprocess
+    from importlib.metadata import version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"git_commit": commit, "torch": torch.__version__,
+            "open_clip": version("open_clip_torch"), "suite": version("tvr-suite"),
+            "threads": str(torch.get_num_threads())}

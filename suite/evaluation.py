@@ -1,0 +1,48 @@
+"""Embed a split and score it: text and video embeddings, similarity, retrieval metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from suite.data.base import VideoTextSplit
+from suite.data.loading import ImageSpec, Videos, loader, make_collate
+from suite.device import autocast
+from suite.metrics import retrieval_metrics
+from suite.progress import progress_bar
+
+
+@torch.no_grad()
+def embed_split(model: torch.nn.Module, split: VideoTextSplit,
+                tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
+                device: torch.device, batch_size: int, num_workers: int = 0,
+                show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised caption embeddings (C, D) and video embeddings (V, D), on the CPU, fp32."""
+    model.eval()
+    videos = loader(Videos(split), batch_size, make_collate(tokenize, image), shuffle=False,
+                    seed=0, num_workers=num_workers)
+    video_embs, text_embs = [], []
+    captions = split.captions
+    total = len(videos) + (len(captions) + batch_size - 1) // batch_size
+    with progress_bar(f"evaluating {split.name}", total, enabled=show_progress) as advance, \
+            autocast(device):
+        for _, pixels, mask in videos:
+            video_embs.append(model.encode_video(pixels.to(device), mask.to(device)).float().cpu())
+            advance()
+        for start in range(0, len(captions), batch_size):
+            ids = tokenize(captions[start:start + batch_size]).to(device)
+            text_embs.append(model.encode_text(ids).float().cpu())
+            advance()
+    return torch.cat(text_embs), torch.cat(video_embs)
+
+
+def evaluate(model: torch.nn.Module, split: VideoTextSplit,
+             tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
+             device: torch.device, batch_size: int, num_workers: int = 0,
+             show_progress: bool = True) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions)."""
+    text, video = embed_split(model, split, tokenize, image, device, batch_size, num_workers,
+                              show_progress)
+    positives = torch.from_numpy(split.positives())
+    return retrieval_metrics(text @ video.t(), positives)

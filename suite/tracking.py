@@ -1,0 +1,82 @@
+"""MLflow tracking: where runs go, and a run that ends FAILED on errors and KILLED on Ctrl-C.
+
+The default store is a SQLite database in the working directory (``mlflow.db``), unless
+``MLFLOW_TRACKING_URI`` or ``--tracking-uri`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _quiet() -> None:
+    for name in ("alembic", "mlflow", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]
+               ) -> Iterator[Any]:
+    """Start an MLflow run; it ends FINISHED, FAILED on an exception, KILLED on Ctrl-C."""
+    _quiet()
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        artifacts = _artifact_root(uri)
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_name=run_name, tags=tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store sit beside the database file, not in the working directory."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({k: ("None" if v is None else str(v))[:6000] for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifact(path: Path, folder: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})

@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny models with random weights, isolated cache and MLflow store."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """No test touches the user's cache of pre-trained tiny backbones."""
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def tiny_clip():
+    import open_clip
+    import torch
+
+    from suite.backbone import register_embedded_configs
+
+    register_embedded_configs()
+    torch.manual_seed(0)
+    return open_clip.create_model("tiny-clip", pretrained=None)
