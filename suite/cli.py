@@ -56,6 +56,8 @@ def run(
     data_root: Annotated[str | None, typer.Option(help="Folder of a real dataset.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     select_on: Annotated[str | None, typer.Option(help="val (default) or test.")] = None,
+    on_bad_video: Annotated[str | None, typer.Option(
+        help="fail (default) or skip missing/undecodable videos.")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="key=value, e.g. train.lr=1e-4, method.rank=4, data.num_train=500.")] = None,
@@ -74,6 +76,7 @@ def run(
         resolved = cfg.base_for(method, dataset or "synthetic")
     flags = {"method": method, "dataset": dataset, "backbone": backbone, "frames": frames,
              "data_root": data_root, "device": device, "select_on": select_on,
+             "on_bad_video": on_bad_video,
              "experiment": experiment, "train.epochs": epochs, "train.batch_size": batch_size,
              "train.seed": seed}
     overrides = {k: v for k, v in flags.items() if v is not None}

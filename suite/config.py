@@ -43,6 +43,7 @@ class RunConfig:
     words: int = 32
     data_root: str | None = None
     select_on: str = "val"  # "val" (the suite's default) or "test" (the papers' practice)
+    on_bad_video: str = "fail"  # "fail": stop on a missing/undecodable video; "skip": count it
     device: str = "auto"
     experiment: str = "tvr-suite"
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -89,8 +89,7 @@ class Trainer:
         self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
 
     def split(self, name: str) -> Any:
-        c = self.config
-        return load_split(self.card, name, c.frames, c.data_root, c.data_options)
+        return load_split(self.card, name, self.config)
 
     def evaluate(self, split: Any) -> dict[str, float]:
         t = self.config.train

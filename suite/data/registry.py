@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from suite.data.base import VideoTextSplit
 from suite.data.cards import DatasetCard
 from suite.errors import UserError
 
+if TYPE_CHECKING:
+    from suite.config import RunConfig
+
 SPLITS = ("train", "val", "test")
 
 
-def load_split(card: DatasetCard, split: str, frames: int, data_root: str | None,
-               options: dict[str, Any]) -> VideoTextSplit:
-    """Split ``split`` of the dataset described by ``card``."""
+def load_split(card: DatasetCard, split: str, config: RunConfig) -> VideoTextSplit:
+    """Split ``split`` of the dataset described by ``card``, as ``config`` asks for it."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    merged = {**card.options, **options}
+    frames = config.frames
+    merged = {**card.options, **config.data_options}
     if card.loader == "synthetic":
         from suite.data.synthetic import SyntheticConfig, make_split
 
