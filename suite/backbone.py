@@ -46,9 +46,11 @@ class Backbone:
     std: tuple[float, float, float]
 
 
-def _check_name(name: str) -> None:
+def check_backbone_name(name: str) -> None:
+    """A user error unless open_clip (with the embedded configs) knows ``name``."""
     import open_clip
 
+    register_embedded_configs()
     if name not in open_clip.list_models():
         raise UserError(
             f"unknown backbone {name!r}; valid: any open_clip model name, e.g. "
@@ -68,7 +70,7 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
     import open_clip
 
     register_embedded_configs()
-    _check_name(name)
+    check_backbone_name(name)
     if pretrained == SYNTHETIC_TAG:
         from suite.pretrain import pretrained_checkpoint
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from suite import tracking
-from suite.backbone import Backbone, load_backbone
+from suite.backbone import Backbone, check_backbone_name, load_backbone
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
 from suite.data.loading import ImageSpec, TrainPairs, loader, make_collate
@@ -42,16 +42,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(config: RunConfig, backbone: Backbone) -> torch.nn.Module:
-    """The method's retrieval model on ``backbone`` (a user error for bad method options)."""
+def method_config(config: RunConfig) -> Any:
+    """The method's resolved knobs; unknown methods and bad options are user errors."""
     from methods import registry
 
     method = registry.get(config.method)
     try:
-        method_config = method.make_config(config.backbone, config.frames, config.method_options)
-        return method.build(backbone.model, method_config, config.frames)
+        return method.make_config(config.backbone, config.frames, config.method_options)
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc).splitlines()[0]) from None
+
+
+def build_model(config: RunConfig, backbone: Backbone) -> torch.nn.Module:
+    """The method's retrieval model on ``backbone``."""
+    from methods import registry
+
+    return registry.get(config.method).build(backbone.model, method_config(config), config.frames)
 
 
 def symmetric_infonce(text: torch.Tensor, video: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -148,13 +154,15 @@ class Trainer:
 
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -> RunResult:
     """Execute one fully resolved run and log it to MLflow."""
-    from methods import registry
-
-    registry.get(config.method)  # unknown methods fail before a run is opened
+    # Everything a user can get wrong is checked before an MLflow run is opened.
+    method_config(config)
     card = load_card(config.dataset)
     device = resolve_device(config.device)
+    check_backbone_name(config.backbone)
     if config.select_on not in ("val", "test"):
         raise UserError(f"unknown --select-on {config.select_on!r}; valid: val, test")
+    if config.on_bad_video not in ("fail", "skip"):
+        raise UserError(f"unknown --on-bad-video {config.on_bad_video!r}; valid: fail, skip")
     tags = {"method": config.method, "dataset": config.dataset, "backbone": config.backbone,
             "pretrained": str(config.pretrained), "device": str(device),
             "selected_on": config.select_on, **environment_tags()}

@@ -29,9 +29,9 @@ def _quiet() -> None:
 def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]
                ) -> Iterator[Any]:
     """Start an MLflow run; it ends FINISHED, FAILED on an exception, KILLED on Ctrl-C."""
-    _quiet()
     import mlflow
 
+    _quiet()
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         artifacts = _artifact_root(uri)

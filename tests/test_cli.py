@@ -1,0 +1,57 @@
+"""CLI: fast help, one-line user errors with exit code 2, listings."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from suite.cli import app
+
+runner = CliRunner()
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, time; t = time.perf_counter(); from suite.cli import app; "
+            "heavy = [m for m in ('torch', 'open_clip', 'mlflow', 'optuna') if m in sys.modules]; "
+            "print(heavy, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("[]"), out.stdout
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "suite.cli", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--method", "nope"], "unknown method 'nope'; valid:"),
+    (["run", "--method", "lora", "--dataset", "nope"], "unknown dataset 'nope'; valid:"),
+    (["run", "--method", "lora", "--set", "train.nope=1"], "unknown setting 'train.nope'"),
+    (["run", "--method", "lora", "--set", "oops"], "--set expects key=value"),
+    (["run", "--method", "lora", "--set", "method.rnak=4"], "no option rnak; valid: rank"),
+    (["run", "--method", "lora", "--backbone", "ViT-Q-99"], "unknown backbone 'ViT-Q-99'"),
+    (["run", "--method", "lora", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run"], "--method is required"),
+    (["run", "--config", "/no/such/config.json"], "does not exist"),
+    (["list", "things"], "cannot list 'things'; valid: methods, datasets, backbones"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an MLflow store, if any, lands here
+    line = one_line_error(runner.invoke(app, args))
+    assert fragment in line
+
+
+def test_list_methods_and_datasets():
+    methods = runner.invoke(app, ["list", "methods"])
+    assert methods.exit_code == 0
+    assert {"zeroshot", "full", "lora"} <= {line.split()[0] for line in methods.output.splitlines()}
+    datasets = runner.invoke(app, ["list", "datasets"])
+    assert "synthetic" in datasets.output
