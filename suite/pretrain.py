@@ -22,7 +22,7 @@ class PretrainRecipe:
     """How the tiny CLIP is pre-trained (every field is part of the cache key)."""
 
     seed: int = 0
-    steps: int = 240
+    steps: int = 150
     batch_size: int = 256
     images: int = 20000
     lr: float = 1e-3
@@ -126,5 +126,5 @@ def pretrain(name: str, recipe: PretrainRecipe, show_progress: bool = True) -> d
             scheduler.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            advance(loss=float(loss))
+            advance(loss=loss.item())
     return model.state_dict()
