@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tempme.encoder import masked_mean
 from tempme.lora import fold_lora
 
 
@@ -36,12 +37,6 @@ def encode_text_tokens(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     if isinstance(clip.text_projection, nn.Linear):
         return clip.text_projection(x)
     return x @ clip.text_projection if clip.text_projection is not None else x
-
-
-def masked_mean(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over frames (B, F, D) of the frames that ``mask`` (B, F) marks as real."""
-    weights = mask.to(embeddings.dtype).unsqueeze(-1)
-    return (embeddings * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 class MeanPoolVideoEncoder(nn.Module):

@@ -13,7 +13,7 @@ class FullConfig:
     """No knobs beyond training: pretrained weights use ``train.lr_pretrained``."""
 
 
-def build(clip, config: FullConfig, frames: int) -> RetrievalModel:
+def build(clip, config: FullConfig, frames: int, backbone: str) -> RetrievalModel:
     ids = backbone_parameter_ids(clip)
     clip.requires_grad_(True)
     return RetrievalModel(clip, MeanPoolVideoEncoder(clip.visual), ids)

@@ -16,7 +16,7 @@ class LoraMethodConfig:
     rank: int = 8
 
 
-def build(clip, config: LoraMethodConfig, frames: int) -> RetrievalModel:
+def build(clip, config: LoraMethodConfig, frames: int, backbone: str) -> RetrievalModel:
     ids = backbone_parameter_ids(clip)
     peft_model = add_lora(clip, rank=config.rank)
     return RetrievalModel(clip, MeanPoolVideoEncoder(clip.visual), ids, peft_model=peft_model)

@@ -34,8 +34,9 @@ class Method:
     """A registered method: what it is, its knobs, and how to build it.
 
     ``config_cls`` is a dataclass of the method's knobs with defaults; ``defaults_for`` gives
-    per-backbone overrides; ``search_space(trial)`` draws knobs for an Optuna sweep; ``build``
-    turns a backbone into a retrieval model.
+    per-backbone overrides; ``validate(config, backbone, frames)`` refuses bad combinations
+    before any model is built; ``search_space(trial)`` draws knobs for an Optuna sweep;
+    ``build(clip, config, frames, backbone)`` turns an open_clip model into a retrieval model.
     """
 
     name: str
@@ -45,6 +46,7 @@ class Method:
     build: Callable[..., Any]
     search_space: Callable[[Any], dict[str, Any]] = field(default=lambda trial: {})
     defaults_for: Callable[[str, int], dict[str, Any]] = field(default=lambda backbone, frames: {})
+    validate: Callable[[Any, str, int], None] = field(default=lambda config, backbone, frames: None)
 
     def make_config(self, backbone: str, frames: int, overrides: dict[str, Any]) -> Any:
         """The method's config: dataclass defaults, then backbone defaults, then ``overrides``."""
@@ -56,7 +58,9 @@ class Method:
                 f"valid: {', '.join(sorted(known)) or '(none)'}"
             )
         values = {**self.defaults_for(backbone, frames), **overrides}
-        return self.config_cls(**values)
+        config = self.config_cls(**values)
+        self.validate(config, backbone, frames)
+        return config
 
 
 _registry: dict[str, Method] = {}

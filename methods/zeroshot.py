@@ -13,7 +13,7 @@ class ZeroShotConfig:
     """No knobs: the frozen backbone as it is."""
 
 
-def build(clip, config: ZeroShotConfig, frames: int) -> RetrievalModel:
+def build(clip, config: ZeroShotConfig, frames: int, backbone: str) -> RetrievalModel:
     ids = backbone_parameter_ids(clip)
     clip.requires_grad_(False)
     return RetrievalModel(clip, MeanPoolVideoEncoder(clip.visual), ids)

@@ -8,6 +8,9 @@ real architecture.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,19 @@ def register_embedded_configs() -> None:
 
         open_clip.add_model_config(MODEL_CONFIGS)
         _registered = True
+
+
+@contextmanager
+def random_init_quietly() -> Iterator[None]:
+    """open_clip warns on the root logger whenever it builds a model without weights; random
+    weights are deliberate here (cost figures, pre-training from scratch)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def embedded_names() -> list[str]:
@@ -78,8 +94,17 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
             raise UserError(f"--pretrained synthetic exists only for {', '.join(embedded_names())}")
         path = pretrained_checkpoint(name, show_progress=show_progress)
         model = open_clip.create_model(name, pretrained=str(path), device=device)
-    elif pretrained is None or Path(pretrained).exists():
-        model = open_clip.create_model(name, pretrained=pretrained, device=device)
+    elif pretrained is None:
+        with random_init_quietly():
+            model = open_clip.create_model(name, pretrained=None, device=device)
+    elif Path(pretrained).expanduser().is_file():
+        model = _create_from_file(name, Path(pretrained).expanduser(), device)
+    elif Path(pretrained).expanduser().exists():
+        raise UserError(f"--pretrained {pretrained} is a folder; pass the checkpoint file in it")
+    elif _looks_like_path(pretrained) and pretrained not in _tags(name):
+        raise UserError(
+            f"checkpoint file {pretrained} does not exist; --pretrained takes a local checkpoint "
+            f"file or an open_clip tag of {name} (valid: {', '.join(_tags(name)) or 'none'})")
     else:
         model = _create_from_tag(name, pretrained, device)
     tokenizer = open_clip.get_tokenizer(name)
@@ -96,19 +121,141 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
     )
 
 
+@contextmanager
+def quiet_logging() -> Iterator[None]:
+    """Silence log records up to ERROR while open_clip and the hub client work."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _tags(name: str) -> list[str]:
+    import open_clip
+
+    return list(open_clip.list_pretrained_tags_by_model(name))
+
+
+def _looks_like_path(text: str) -> bool:
+    suffixes = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".tar")
+    return ("/" in text or "\\" in text or text.startswith(("~", "."))
+            or text.lower().endswith(suffixes))
+
+
+def _needs_quick_gelu(name: str, tag: str) -> bool:
+    """Whether weights ``tag`` were trained with QuickGELU while config ``name`` lacks it.
+
+    open_clip's factory only warns about the mismatch (``ViT-B-32`` + ``openai``); the suite
+    builds the activation the weights were trained with, so that embeddings match OpenAI's.
+    """
+    import open_clip
+
+    config = open_clip.get_model_config(name) or {}
+    tag_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    return bool(tag_cfg.get("quick_gelu")) and not config.get("quick_gelu", False)
+
+
 def _create_from_tag(name: str, tag: str, device: str) -> Any:
     import open_clip
 
-    tags = open_clip.list_pretrained_tags_by_model(name)
+    tags = _tags(name)
     if tag not in tags:
         raise UserError(
             f"{tag!r} is neither a file nor an open_clip pretrained tag of {name}; "
             f"valid tags: {', '.join(tags) or '(none)'}, or a local checkpoint path"
         )
     try:
-        return open_clip.create_model(name, pretrained=tag, device=device)
+        with quiet_logging():  # hub retries and open_clip's own error log: the error says it all
+            return open_clip.create_model(name, pretrained=tag, device=device,
+                                          force_quick_gelu=_needs_quick_gelu(name, tag))
     except Exception as exc:  # network and hub errors come in many types
+        cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+        where = cfg.get("url") or (f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}"
+                                   if cfg.get("hf_hub") else "the checkpoint")
         raise UserError(
-            f"could not fetch {name} weights {tag!r} ({type(exc).__name__}); download the "
-            f"checkpoint on a machine with network and pass --pretrained /path/to/file"
+            f"could not fetch {name} weights {tag!r} ({type(exc).__name__}); download {where} "
+            f"on a machine with network and pass --pretrained /path/to/file"
         ) from None
+
+
+OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives (as OpenAI released its weights) hold code; torch.save files don't."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
+    """The state dict in ``path`` and whether it is in OpenAI's format.
+
+    OpenAI format: a TorchScript archive as OpenAI released them, or a state dict that carries
+    OpenAI's extra entries (``input_resolution``, ``context_length``, ``vocab_size``). Anything
+    else is an open_clip (or plain ``torch.save``) state dict, possibly under ``state_dict`` and
+    with DDP's ``module.`` prefix.
+    """
+    import torch
+
+    try:
+        if _is_torchscript(path):
+            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            openai = True
+        elif path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state, openai = dict(load_file(str(path))), False
+        else:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+            if not isinstance(state, dict):
+                raise UserError(f"checkpoint {path} holds a {type(state).__name__}, "
+                                f"not a state dict")
+            openai = any(k in state for k in OPENAI_EXTRA_KEYS)
+    except UserError:
+        raise
+    except Exception as exc:  # pickle, zip and torch errors come in many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    for key in OPENAI_EXTRA_KEYS:
+        state.pop(key, None)
+    return state, openai
+
+
+def _create_from_file(name: str, path: Path, device: str) -> Any:
+    """Backbone ``name`` with the weights of a local checkpoint (OpenAI or open_clip format)."""
+    import open_clip
+    import torch
+
+    state, openai = read_checkpoint(path)
+    # OpenAI's models use QuickGELU; a config without it would silently change the embeddings.
+    with quiet_logging():
+        model = open_clip.create_model(name, pretrained=None, device="cpu",
+                                       force_quick_gelu=openai)
+    try:
+        from open_clip.factory import convert_state_dict
+        from open_clip.model import resize_pos_embed
+
+        state = convert_state_dict(model, state)
+        # Traced/scripted archives also carry non-persistent buffers (the causal mask).
+        kept, buffers = model.state_dict(), {n for n, _ in model.named_buffers()}
+        state = {k: v for k, v in state.items() if k in kept or k not in buffers}
+        if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+            state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+        resize_pos_embed(state, model)
+        with torch.no_grad():
+            model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3] if len(lines) > 1 else lines)[:300]
+        raise UserError(f"checkpoint {path} does not fit backbone {name} ({detail}); pass the "
+                        f"--backbone it was saved from") from None
+    return model.to(device)

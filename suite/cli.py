@@ -126,6 +126,46 @@ def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbon
         raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones")
 
 
+@app.command()
+@user_errors
+def prepare(
+    dataset: Annotated[str, typer.Option(help="Dataset card name (msrvtt, msvd, lsmdc, ...).")],
+    data_root: Annotated[str, typer.Option(help="Folder with the dataset's annotation files.")],
+    cache: Annotated[bool, typer.Option(
+        "--cache", help="Also write the sampled frames to the frame cache runs read.")] = False,
+    frames: Annotated[int | None, typer.Option(min=1, help="Frames per video (card's).")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="Backbone whose input size the cached frames get (card's).")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: in this one).")] = 0,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="data.NAME=VALUE, as for `suite run` (e.g. data.videos=DIR).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit with code 1 when anything is missing, unreadable or miscounted.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a dataset's files against its card (counts, missing and unreadable videos) and
+    optionally cache sampled frames; an interrupted prepare resumes."""
+    from suite import config as cfg
+    from suite.prepare import prepare as run_prepare
+
+    options = {}
+    for key, value in cfg.parse_sets(set_ or []).items():
+        section, _, name = key.partition(".")
+        if section != "data" or not name:
+            raise UserError(f"prepare takes only --set data.NAME=VALUE, got {key!r}")
+        options[name] = value
+    report = run_prepare(dataset, data_root, options, frames=frames, backbone=backbone,
+                         cache=cache, workers=workers, show_progress=not json_out)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    if strict and report.problems:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app(prog_name="suite")
 

@@ -49,7 +49,7 @@ def method_config(config: RunConfig) -> Any:
     method = registry.get(config.method)
     try:
         return method.make_config(config.backbone, config.frames, config.method_options)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # ScheduleError included
         raise UserError(str(exc).splitlines()[0]) from None
 
 
@@ -57,7 +57,8 @@ def build_model(config: RunConfig, backbone: Backbone) -> torch.nn.Module:
     """The method's retrieval model on ``backbone``."""
     from methods import registry
 
-    return registry.get(config.method).build(backbone.model, method_config(config), config.frames)
+    method = registry.get(config.method)
+    return method.build(backbone.model, method_config(config), config.frames, config.backbone)
 
 
 def symmetric_infonce(text: torch.Tensor, video: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -103,7 +104,12 @@ class Trainer:
                         t.eval_batch_size, t.num_workers, self.show_progress)
 
     def fit(self, select_split: Any) -> int | None:
-        """Train every epoch, evaluate ``select_split`` after each, restore the best epoch."""
+        """Train every epoch, evaluate ``select_split`` after each, restore the best epoch.
+
+        Per-epoch selection metrics are logged as ``val/...``, or ``test_epoch/...`` when a run
+        selects on the test split (the papers' practice), apart from the final ``test/...``.
+        """
+        prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
         pairs = TrainPairs(self.split("train"), self.card.train_sampling, t.seed)
         batches = loader(pairs, t.batch_size, make_collate(self.tokenize, self.image),
@@ -134,17 +140,16 @@ class Trainer:
                     scaler.update()
                     scheduler.step()
                     step += 1
-                    losses.append(float(loss))
+                    losses.append(loss.item())
                     advance(loss=losses[-1])
             seconds = time.perf_counter() - started
             tracking.log_metrics({"train/loss": float(np.mean(losses)),
                                   "train/epoch_seconds": seconds,
                                   "train/lr": scheduler.get_last_lr()[0]}, step=epoch)
             metrics = self.evaluate(select_split)
-            tracking.log_metrics({f"{select_split.name}/{k}": v for k, v in metrics.items()},
-                                 step=epoch)
+            tracking.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=epoch)
             console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
-                          f"{select_split.name} t2v R-Sum {metrics['t2v_rsum']:.1f}")
+                          f"{prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}")
             if best is None or metrics["t2v_rsum"] > best[0]:
                 best = (metrics["t2v_rsum"], epoch, self.model.trainable_state())
         assert best is not None

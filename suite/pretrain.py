@@ -76,14 +76,15 @@ def pretrain(name: str, recipe: PretrainRecipe, show_progress: bool = True) -> d
     import torch
     import torch.nn.functional as F
 
-    from suite.backbone import register_embedded_configs
+    from suite.backbone import random_init_quietly, register_embedded_configs
     from suite.data.synthetic import static_pairs
     from suite.data.transforms import preprocess
     from suite.progress import progress_bar
 
     register_embedded_configs()
     torch.manual_seed(recipe.seed)
-    model = open_clip.create_model(name, pretrained=None)
+    with random_init_quietly():
+        model = open_clip.create_model(name, pretrained=None)
     tokenizer = open_clip.get_tokenizer(name)
     size = model.visual.image_size
     size = int(size[0] if isinstance(size, tuple | list) else size)

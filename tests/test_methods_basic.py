@@ -9,7 +9,7 @@ from methods.base import encode_text_tokens
 
 def build(name, clip, frames=4):
     method = registry.get(name)
-    return method.build(clip, method.make_config("tiny-clip", frames, {}), frames)
+    return method.build(clip, method.make_config("tiny-clip", frames, {}), frames, "tiny-clip")
 
 
 def test_lora_trains_491520_parameters_on_vit_b_32():

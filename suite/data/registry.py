@@ -26,6 +26,11 @@ def load_split(card: DatasetCard, split: str, config: RunConfig) -> VideoTextSpl
         known = set(SyntheticConfig.__dataclass_fields__) - {"frames"}
         unknown = sorted(set(merged) - known)
         if unknown:
-            raise UserError(f"synthetic has no option {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+            raise UserError(f"synthetic has no option {', '.join(unknown)}; "
+                            f"valid: {', '.join(sorted(known))}")
         return make_split(SyntheticConfig(frames=frames, **merged), split)
+    from suite.data.real import REAL_LOADERS, load_real_split
+
+    if card.loader in REAL_LOADERS:
+        return load_real_split(card, split, config)
     raise UserError(f"dataset {card.name!r} names loader {card.loader!r}, which does not exist")

@@ -1,0 +1,528 @@
+"""Loaders for the real datasets: MSR-VTT, MSVD, LSMDC, DiDeMo, ActivityNet.
+
+Each reads the annotation files of the CLIP4Clip family of code (protocol.md), exactly as those
+repositories name them; the card's ``[files]`` table names every file. Layout: the annotation
+files sit in ``--data-root``; the videos in the folder ``data.videos`` (default ``videos`` under
+the data root, or any absolute path), searched recursively like CLIP4Clip does, so LSMDC's
+per-movie folders and mixed ``.mp4``/``.webm`` copies work.
+
+The card's ``[splits]`` table names the annotation parts (``train``, ``test``, ``val_1``,
+``train_7k`` ...) with their expected video counts; ``SPLIT_PARTS`` maps the suite's splits onto
+them. Where a dataset has no validation split, ``val`` holds out ``data.val_fraction`` (5%) of the
+training videos, chosen deterministically from ``train.seed``; ``train`` is the rest.
+
+Bad videos (``--on-bad-video``):
+
+- ``fail`` (default): a missing video stops the run when the split is built, an undecodable one
+  when it is first decoded; either way one line that names the file.
+- ``skip``: when the split is built, missing videos and unreadable ones are left out, with their
+  captions, and counted in ``split.skipped``. Unreadable means recorded so by ``suite prepare``
+  (while the file is unchanged) or, for videos no scan has seen, failing a quick probe (open the
+  file, decode its first frame). A video that passes the probe but breaks further in still stops
+  the run with one line; ``suite prepare`` decodes every video as a run would and finds those.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from suite.data.base import Clip, VideoTextSplit
+from suite.data.cards import DatasetCard
+from suite.data.frame_cache import FrameCache, cache_root, frames_dir, journal_path, read_journal
+from suite.data.video import POLICIES, BadVideoError, pad, probe, read_clip
+from suite.errors import UserError
+
+if TYPE_CHECKING:
+    from suite.config import RunConfig
+
+REAL_LOADERS = ("msrvtt", "msvd", "lsmdc", "didemo", "activitynet")
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "3gp",
+                    "ogv", "wmv")
+
+# Suite split -> annotation part; None: held out of the training part.
+SPLIT_PARTS: dict[str, dict[str, str | None]] = {
+    "msrvtt": {"train": "train", "val": None, "test": "test"},
+    "msvd": {"train": "train", "val": "val", "test": "test"},
+    "lsmdc": {"train": "train", "val": "val", "test": "test"},
+    "didemo": {"train": "train", "val": "val", "test": "test"},
+    "activitynet": {"train": "train", "val": None, "test": "val_1"},
+}
+
+# Options every real dataset takes (``--set data.NAME=VALUE``), with their checks.
+COMMON_OPTIONS = ("videos", "policy", "size", "augment", "cache", "cache_dir", "val_fraction")
+EXTRA_OPTIONS = {"msrvtt": ("train_split",)}
+MSRVTT_TRAIN_SPLITS = {"9k": "train", "7k": "train_7k"}
+
+
+# ----------------------------------------------------------------------------- annotations
+
+
+@dataclass
+class Annotations:
+    """One annotation part: videos in file order and the captions of each."""
+
+    video_ids: list[str]
+    captions: list[str]
+    caption_video: list[int]
+
+    def subset(self, keep: Iterable[int]) -> Annotations:
+        """Only the videos at positions ``keep`` (in order), with their captions."""
+        keep = list(keep)
+        new_index = {old: new for new, old in enumerate(keep)}
+        captions, caption_video = [], []
+        for caption, video in zip(self.captions, self.caption_video, strict=True):
+            if video in new_index:
+                captions.append(caption)
+                caption_video.append(new_index[video])
+        return Annotations([self.video_ids[i] for i in keep], captions, caption_video)
+
+
+def group(pairs: Iterable[tuple[str, str]], order: list[str] | None = None) -> Annotations:
+    """(video id, caption) pairs -> Annotations. With ``order``, exactly those videos (in that
+    order) that have at least one caption; otherwise videos in order of first appearance."""
+    by_video: dict[str, list[str]] = {}
+    wanted = set(order) if order is not None else None
+    for video, caption in pairs:
+        if wanted is None or video in wanted:
+            by_video.setdefault(video, []).append(caption)
+    if order is not None:
+        ids = [v for v in dict.fromkeys(order) if v in by_video]
+    else:
+        ids = list(by_video)
+    captions, caption_video = [], []
+    for i, video in enumerate(ids):
+        for caption in by_video[video]:
+            captions.append(caption)
+            caption_video.append(i)
+    return Annotations(ids, captions, caption_video)
+
+
+def paragraphs(ann: Annotations) -> Annotations:
+    """Paragraph-to-video: all captions of a video joined into one, in file order."""
+    joined = [" ".join(c.strip() for c in captions if c.strip())
+              for captions in _captions_by_video(ann)]
+    return Annotations(ann.video_ids, joined, list(range(len(ann.video_ids))))
+
+
+def _captions_by_video(ann: Annotations) -> list[list[str]]:
+    out: list[list[str]] = [[] for _ in ann.video_ids]
+    for caption, video in zip(ann.captions, ann.caption_video, strict=True):
+        out[video].append(caption)
+    return out
+
+
+def _file(root: Path, card: DatasetCard, key: str) -> Path:
+    name = card.files.get(key)
+    if not name:
+        raise UserError(f"card {card.name} names no file {key!r} in its [files] table")
+    path = root / name
+    if not path.is_file():
+        raise UserError(f"{card.name}: annotation file {path} does not exist "
+                        f"(source: {card.source})")
+    return path
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"annotation file {path} is not valid JSON: {exc}") from None
+
+
+def _csv_column(path: Path, *columns: str) -> list[tuple[str, ...]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"annotation file {path} has no column {', '.join(missing)}; "
+                            f"columns: {', '.join(reader.fieldnames or [])}")
+        return [tuple(row[c].strip() for c in columns) for row in reader]
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_msrvtt(root: Path, card: DatasetCard, part: str) -> Annotations:
+    """``MSRVTT_data.json`` sentences for the training lists; the JSFUSION csv for 1k-A test."""
+    if part == "test":
+        rows = _csv_column(_file(root, card, "test"), "video_id", "sentence")
+        return group(rows)
+    key = {"train": "train_9k", "train_7k": "train_7k"}.get(part)
+    if key is None:
+        raise UserError(f"msrvtt has no annotation part {part!r}")
+    order = [v for (v,) in _csv_column(_file(root, card, key), "video_id")]
+    data = _load_json(_file(root, card, "data"))
+    try:
+        pairs = [(s["video_id"], s["caption"]) for s in data["sentences"]]
+    except (KeyError, TypeError):
+        raise UserError(f"{root / card.files['data']} has no 'sentences' list of "
+                        f"video_id/caption") from None
+    return group(pairs, order)
+
+
+def read_msvd(root: Path, card: DatasetCard, part: str) -> Annotations:
+    """``{part}_list.txt`` ids, captions from ``raw-captions.pkl`` (lists of tokens)."""
+    order = _read_lines(_file(root, card, part))
+    with _file(root, card, "captions").open("rb") as f:
+        captions = pickle.load(f)  # the published annotation file (trusted, like CLIP4Clip)
+    pairs = [(video, " ".join(c) if isinstance(c, list | tuple) else str(c))
+             for video in order for c in captions.get(video, [])]
+    return group(pairs, order)
+
+
+def read_lsmdc(root: Path, card: DatasetCard, part: str) -> Annotations:
+    """Tab-separated: clip id, four time columns, sentence (clip ids repeat in training)."""
+    path = _file(root, card, part)
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < 6:
+            raise UserError(f"{path} line {number}: expected 6 tab-separated columns "
+                            f"(clip id, 4 times, sentence), got {len(fields)}")
+        pairs.append((fields[0].strip(), "\t".join(fields[5:]).strip()))
+    return group(pairs)
+
+
+def read_didemo(root: Path, card: DatasetCard, part: str) -> Annotations:
+    """``{part}_data.json``: list of {video, description, times}; optional ``{part}_list.txt``."""
+    data = _load_json(_file(root, card, part))
+    try:
+        pairs = [(item["video"], item["description"]) for item in data]
+    except (KeyError, TypeError):
+        raise UserError(f"{root / card.files[part]} is not a list of video/description "
+                        f"entries") from None
+    listing = card.files.get(f"{part}_list")
+    order = _read_lines(root / listing) if listing and (root / listing).is_file() else None
+    return group(pairs, order)
+
+
+def read_activitynet(root: Path, card: DatasetCard, part: str) -> Annotations:
+    """``{part}.json`` (id -> duration, timestamps, sentences), ids in ``{part}_ids`` order."""
+    data = _load_json(_file(root, card, part))
+    order = _load_json(_file(root, card, f"{part}_ids"))
+    if not isinstance(data, dict) or not isinstance(order, list):
+        raise UserError(f"{card.name}: {card.files[part]} must map ids to entries and "
+                        f"{card.files[f'{part}_ids']} must list ids")
+    try:
+        pairs = [(video, sentence) for video, entry in data.items()
+                 for sentence in entry["sentences"]]
+    except (KeyError, TypeError):
+        raise UserError(f"{root / card.files[part]} entries need a 'sentences' list") from None
+    return group(pairs, [str(v) for v in order])
+
+
+READERS: dict[str, Callable[[Path, DatasetCard, str], Annotations]] = {
+    "msrvtt": read_msrvtt, "msvd": read_msvd, "lsmdc": read_lsmdc, "didemo": read_didemo,
+    "activitynet": read_activitynet,
+}
+
+
+def read_part(root: Path, card: DatasetCard, part: str) -> Annotations:
+    """Annotation part ``part`` of the card's dataset, in its caption mode."""
+    ann = READERS[card.loader](root, card, part)
+    return paragraphs(ann) if card.caption_mode == "paragraph" else ann
+
+
+# ----------------------------------------------------------------------------- video files
+
+
+def file_candidates(loader: str, video_id: str) -> list[str]:
+    """Names (with or without extension) a video's file may have, most likely first."""
+    if loader == "activitynet" and video_id.startswith("v_"):
+        return [video_id[2:], video_id]  # files are named by the YouTube id without "v_"
+    stem, dot, ext = video_id.rpartition(".")
+    if loader == "didemo" and dot and ext.lower() in VIDEO_EXTENSIONS:
+        return [video_id, stem]  # ids carry the original extension; copies may be re-encoded
+    return [video_id]
+
+
+@lru_cache(maxsize=16)
+def video_index(videos_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Every video file under ``videos_dir``: by file name and by name without extension (the
+    preferred extension wins: mp4 first, then webm, ...)."""
+    by_name: dict[str, str] = {}
+    by_stem: dict[str, tuple[int, str]] = {}
+    for folder, dirs, files in os.walk(videos_dir, followlinks=True):
+        dirs.sort()
+        for name in sorted(files):
+            stem, dot, ext = name.rpartition(".")
+            if not dot or ext.lower() not in VIDEO_EXTENSIONS or name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            by_name.setdefault(name, path)
+            rank = VIDEO_EXTENSIONS.index(ext.lower())
+            if stem not in by_stem or rank < by_stem[stem][0]:
+                by_stem[stem] = (rank, path)
+    return by_name, {stem: path for stem, (_, path) in by_stem.items()}
+
+
+def resolve_videos(loader: str, videos_dir: Path, video_ids: list[str]) -> list[str | None]:
+    """The file of each video, or None when it is missing."""
+    by_name, by_stem = video_index(str(videos_dir))
+    out: list[str | None] = []
+    for video in video_ids:
+        found = None
+        for name in file_candidates(loader, video):
+            found = by_name.get(name) or by_stem.get(name)
+            if found:
+                break
+        out.append(found)
+    return out
+
+
+def expected_file(loader: str, videos_dir: Path, video_id: str) -> str:
+    """How a missing file is named in messages: the folder and the likeliest name."""
+    name = file_candidates(loader, video_id)[0]
+    _, dot, ext = name.rpartition(".")
+    suffix = "" if dot and ext.lower() in VIDEO_EXTENSIONS else ".*"
+    return str(videos_dir / f"{name}{suffix}")
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """The resolved ``data.*`` options of a real dataset."""
+
+    videos: str = "videos"
+    policy: str = "tempme"
+    size: int = 0  # 0: the backbone's input size
+    augment: bool = False
+    cache: bool = True
+    cache_dir: str = ""
+    val_fraction: float = 0.05
+    train_split: str = "9k"
+
+
+def resolve_options(card: DatasetCard, overrides: dict[str, Any]) -> DataOptions:
+    """The card's ``[options]`` with ``--set data.X`` overrides; bad ones are one-line errors."""
+    valid = COMMON_OPTIONS + EXTRA_OPTIONS.get(card.loader, ())
+    merged = {**card.options, **overrides}
+    unknown = sorted(set(merged) - set(valid))
+    if unknown:
+        raise UserError(f"{card.name} has no option {', '.join(unknown)}; "
+                        f"valid: {', '.join(sorted(valid))}")
+    opts = DataOptions(**merged)
+    if opts.policy not in POLICIES:
+        raise UserError(f"unknown data.policy {opts.policy!r}; valid: {', '.join(POLICIES)}")
+    if opts.train_split not in MSRVTT_TRAIN_SPLITS:
+        raise UserError(f"unknown data.train_split {opts.train_split!r}; "
+                        f"valid: {', '.join(MSRVTT_TRAIN_SPLITS)}")
+    if not isinstance(opts.size, int) or isinstance(opts.size, bool) or opts.size < 0:
+        raise UserError(f"data.size must be a whole number of pixels (0: the backbone's), "
+                        f"got {opts.size!r}")
+    if not isinstance(opts.val_fraction, int | float) or not 0 < opts.val_fraction < 1:
+        raise UserError(f"data.val_fraction must be between 0 and 1, got {opts.val_fraction!r}")
+    for name in ("augment", "cache"):
+        if not isinstance(getattr(opts, name), bool):
+            raise UserError(f"data.{name} must be true or false, got {getattr(opts, name)!r}")
+    if not isinstance(opts.videos, str) or not isinstance(opts.cache_dir, str):
+        raise UserError("data.videos and data.cache_dir must be paths")
+    return opts
+
+
+def train_part(card: DatasetCard, opts: DataOptions) -> str:
+    part = SPLIT_PARTS[card.loader]["train"]
+    assert part is not None
+    return MSRVTT_TRAIN_SPLITS[opts.train_split] if card.loader == "msrvtt" else part
+
+
+def data_root(card: DatasetCard, root: str | None) -> Path:
+    if not root:
+        raise UserError(f"dataset {card.name} needs --data-root DIR (the folder with its "
+                        f"annotation files; source: {card.source})")
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"data root {path} is not a folder")
+    return path
+
+
+def videos_dir(card: DatasetCard, root: Path, opts: DataOptions) -> Path:
+    path = (root / Path(opts.videos).expanduser()).resolve()
+    if not path.is_dir():
+        raise UserError(f"{card.name}: video folder {path} does not exist; put the videos there "
+                        f"or pass --set data.videos=DIR")
+    return path
+
+
+def image_size_of(backbone: str) -> int:
+    """The input size of an open_clip model config, read from its JSON without importing
+    open_clip (``prepare`` stays light); 224 when the name is not a plain config."""
+    from suite.backbone import MODEL_CONFIGS
+
+    places = [MODEL_CONFIGS]
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None and spec.submodule_search_locations:
+        places += [Path(p) / "model_configs" for p in spec.submodule_search_locations]
+    for folder in places:
+        path = folder / f"{backbone}.json"
+        if path.is_file():
+            size = json.loads(path.read_text())["vision_cfg"].get("image_size", 224)
+            return int(size[0] if isinstance(size, list) else size)
+    return 224
+
+
+def holdout(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Positions of the held-out validation videos among ``n`` training videos (sorted)."""
+    if n < 2:
+        return np.zeros(0, dtype=np.int64)
+    count = min(n - 1, max(1, round(fraction * n)))
+    rng = np.random.default_rng([seed, 20240601])
+    return np.sort(rng.choice(n, size=count, replace=False))
+
+
+# ----------------------------------------------------------------------------- the split
+
+
+@dataclass
+class Screened:
+    """The videos a split keeps, and what it left out under the skip policy."""
+
+    keep: list[int]
+    skipped: dict[str, str] = field(default_factory=dict)  # video id -> reason
+
+
+def screen(card: DatasetCard, split: str, ids: list[str], paths: list[str | None], mode: str,
+           videos: Path, journal: Path, root: Path) -> Screened:
+    """Apply the bad-video policy to a split's videos (see the module docstring)."""
+    missing = [i for i, p in enumerate(paths) if p is None]
+    if mode == "fail":
+        if missing:
+            first = expected_file(card.loader, videos, ids[missing[0]])
+            raise BadVideoError(
+                f"{card.name} {split}: video file {first} is missing ({len(missing)} of "
+                f"{len(ids)} missing; `suite prepare --dataset {card.name} --data-root {root}` "
+                f"lists them, --on-bad-video skip leaves them out)")
+        return Screened(list(range(len(ids))))
+    if mode != "skip":
+        raise UserError(f"unknown --on-bad-video {mode!r}; valid: fail, skip")
+    scanned = read_journal(journal)
+    out = Screened([])
+    to_probe: list[int] = []
+    for i, (video, path) in enumerate(zip(ids, paths, strict=True)):
+        if path is None:
+            out.skipped[video] = "missing"
+            continue
+        entry = scanned.get(video)
+        if entry is not None and entry.path == path and entry.current():
+            problem = (entry.error or "unreadable") if entry.status != "ok" else None
+        else:
+            to_probe.append(i)
+            continue
+        if problem is None:
+            out.keep.append(i)
+        else:
+            out.skipped[video] = f"unreadable: {problem}"
+    if len(to_probe) > 200:
+        from suite.progress import console
+
+        console.print(f"{card.name} {split}: checking {len(to_probe)} videos that no "
+                      f"`suite prepare` has scanned (--on-bad-video skip)")
+    for i in to_probe:
+        problem = probe(paths[i])  # type: ignore[arg-type]
+        if problem is None:
+            out.keep.append(i)
+        else:
+            out.skipped[ids[i]] = f"unreadable: {problem}"
+    out.keep.sort()
+    return out
+
+
+class RealSplit(VideoTextSplit):
+    """A split of a real dataset: frames from the frame cache when present, else decoded."""
+
+    def __init__(self, name: str, ann: Annotations, paths: list[str], frames: int, policy: str,
+                 size: int, cache: FrameCache | None, augment: Callable | None,
+                 skipped: dict[str, str], dataset: str, on_bad_video: str) -> None:
+        super().__init__(name, ann.video_ids, ann.captions, ann.caption_video)
+        self.paths = paths
+        self.frames = frames
+        self.policy = policy
+        self.size = size
+        self.cache = cache
+        self.augment = augment
+        self.skipped_videos = skipped  # video id -> why it was left out
+        self.dataset = dataset
+        self.on_bad_video = on_bad_video
+
+    @property
+    def skipped(self) -> int:
+        """How many videos the skip policy left out of this split."""
+        return len(self.skipped_videos)
+
+    def read(self, index: int) -> np.ndarray:
+        """The sampled real frames (n, S, S, 3) of video ``index``, before augmentation."""
+        clip = self.cache.get(self.video_ids[index]) if self.cache is not None else None
+        if clip is not None:
+            return clip
+        try:
+            return read_clip(self.paths[index], self.frames, self.policy, self.size)
+        except BadVideoError as exc:
+            hint = ("it passed the quick check when the split was built" if
+                    self.on_bad_video == "skip" else "--on-bad-video skip leaves such videos out")
+            raise BadVideoError(f"{exc} ({hint}; `suite prepare --dataset {self.dataset}` "
+                                f"finds every bad video before a run)") from None
+
+    def load(self, index: int) -> Clip:
+        clip = self.read(index)
+        if self.augment is not None:
+            clip = self.augment(clip)
+        frames, mask = pad(clip, self.frames)
+        return Clip(frames, mask)
+
+
+def load_real_split(card: DatasetCard, split: str, config: RunConfig) -> RealSplit:
+    """Split ``split`` ("train", "val", "test") of a real dataset, as ``config`` asks for it."""
+    opts = resolve_options(card, config.data_options)
+    root = data_root(card, config.data_root)
+    videos = videos_dir(card, root, opts)
+    parts = SPLIT_PARTS[card.loader]
+    if split == "test" or (split == "val" and parts["val"] is not None):
+        part = parts[split]
+        assert part is not None
+    else:
+        part = train_part(card, opts)
+    ann = read_part(root, card, part)
+    if split in ("train", "val") and parts["val"] is None:
+        held = holdout(len(ann.video_ids), opts.val_fraction, config.train.seed)
+        held_set = set(held.tolist())
+        keep = held if split == "val" else [i for i in range(len(ann.video_ids))
+                                            if i not in held_set]
+        ann = ann.subset(int(i) for i in keep)
+    cache_base = cache_root(opts.cache_dir or None)
+    paths = resolve_videos(card.loader, videos, ann.video_ids)
+    screened = screen(card, split, ann.video_ids, paths, config.on_bad_video, videos,
+                      journal_path(cache_base, card.name, videos), root)
+    if not screened.keep:
+        raise UserError(f"{card.name} {split}: no usable videos ({len(screened.skipped)} "
+                        f"skipped as missing or unreadable, of {len(ann.video_ids)})")
+    ann = ann.subset(screened.keep)
+    kept_paths = [paths[i] for i in screened.keep]
+    size = opts.size or image_size_of(config.backbone)
+    cache = None
+    if opts.cache:
+        folder = frames_dir(cache_base, card.name, videos, config.frames, opts.policy, size)
+        cache = FrameCache(folder, config.frames, size) if folder.is_dir() else None
+    augment = None
+    if opts.augment and split == "train":
+        from suite.data.augment import VideoRandAugment
+
+        augment = VideoRandAugment()
+    return RealSplit(split, ann, [p for p in kept_paths if p is not None], config.frames,
+                     opts.policy, size, cache, augment, screened.skipped, card.name,
+                     config.on_bad_video)
