@@ -97,6 +97,65 @@ def run(
                    f"R@10 {m['t2v_R10']:.1f} MdR {m['t2v_MdR']:.1f} R-Sum {m['t2v_rsum']:.1f}")
 
 
+@app.command()
+@user_errors
+def profile(
+    method: Annotated[str | None, typer.Option(help="Method name; see `suite list methods`.")] = None,
+    backbone: Annotated[str, typer.Option(help="open_clip model name.")] = "ViT-B-32",
+    frames: Annotated[int, typer.Option(min=1)] = 12,
+    words: Annotated[int, typer.Option(min=2)] = 32,
+    batch: Annotated[int | None, typer.Option(
+        min=1, help="Inference batch (default 32 on CUDA, 4 on CPU).")] = None,
+    train_batch: Annotated[int | None, typer.Option(
+        min=1, help="Batch of the timed training step (default: --batch).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="method.NAME=VALUE")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Profile every method.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """GFLOPs (multiply-adds), tokens, parameters, memory and throughput; random weights."""
+    from suite.config import parse_sets
+    from suite.device import resolve_device
+    from suite.profiling import default_batch, profile_method
+
+    if method is None and not all_:
+        raise UserError("--method M or --all is required; see `suite list methods`")
+    if method is not None and all_:
+        raise UserError("give either --method or --all, not both")
+    options = {}
+    for key, value in parse_sets(set_ or []).items():
+        if not key.startswith("method."):
+            raise UserError(f"profile takes only method.NAME settings, got {key!r}")
+        options[key.removeprefix("method.")] = value
+    from methods.registry import discover
+
+    names = discover() if all_ else [method]
+    torch_device = resolve_device(device)
+    batch = batch or default_batch(torch_device)
+    rows = []
+    for name in names:
+        _check_method_config(name, backbone, frames, options if not all_ else {})
+    for name in names:
+        rows.append(profile_method(name, backbone, frames, words, torch_device, batch,
+                                   train_batch or batch, options if not all_ else {}))
+    if json_out:
+        typer.echo(json.dumps(rows if all_ else rows[0], indent=2))
+    else:
+        from suite.progress import stdout
+        from suite.tables import cost_table
+
+        stdout.print(cost_table(rows))
+
+
+def _check_method_config(name: str, backbone: str, frames: int, options: dict) -> None:
+    from methods.registry import get
+
+    try:
+        get(name).make_config(backbone, frames, options)
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+
+
 @app.command("list")
 @user_errors
 def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbones")]) -> None:

@@ -9,6 +9,7 @@ to report a number when any other operator that carries real work goes uncounted
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
@@ -33,8 +34,8 @@ NEGLIGIBLE_OPS = frozenset({
     "aten::take_along_dim", "aten::type_as", "aten::to", "aten::log_", "aten::fill_",
     "aten::masked_fill_", "aten::lt", "aten::le", "aten::ne", "aten::logical_not",
     "aten::where", "aten::cumsum", "aten::max_pool2d", "aten::select", "aten::slice",
-    "aten::sort", "aten::alias", "aten::lift_fresh", "aten::clone", "aten::unsqueeze_",
-    "aten::reciprocal", "aten::minimum", "aten::maximum", "aten::matmul_backward",
+    "aten::alias", "aten::lift_fresh", "aten::clone", "aten::unsqueeze_",
+    "aten::reciprocal", "aten::minimum", "aten::maximum", "aten::embedding",
 })
 
 
@@ -102,7 +103,8 @@ def count_macs(module: nn.Module, inputs: tuple[Any, ...]) -> MacCount:
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # fvcore's use of torch.jit
             analysis = FlopCountAnalysis(module, inputs)
             analysis.set_op_handle(**EXTRA_HANDLES)
             analysis.unsupported_ops_warnings(False)

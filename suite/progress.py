@@ -1,15 +1,24 @@
-"""Rich progress bars on stderr, so ``--json`` output on stdout stays clean."""
+"""Rich consoles: progress bars on stderr, so ``--json`` output on stdout stays clean."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
+# Tables and results go to stdout, wide enough to stay readable when piped to a file.
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager
