@@ -100,7 +100,7 @@ def run(
 @app.command()
 @user_errors
 def profile(
-    method: Annotated[str | None, typer.Option(help="Method name; see `suite list methods`.")] = None,
+    method: Annotated[str | None, typer.Option(help="Method; see `suite list methods`.")] = None,
     backbone: Annotated[str, typer.Option(help="open_clip model name.")] = "ViT-B-32",
     frames: Annotated[int, typer.Option(min=1)] = 12,
     words: Annotated[int, typer.Option(min=2)] = 32,

@@ -23,6 +23,7 @@ from suite.data.registry import load_split
 from suite.device import autocast, resolve_device
 from suite.errors import UserError
 from suite.evaluation import evaluate
+from suite.profiling import PeakMemory, as_metrics, default_batch, measure_inference
 from suite.progress import console, progress_bar
 
 
@@ -94,6 +95,7 @@ class Trainer:
         self.show_progress = show_progress
         self.image = ImageSpec(backbone.image_size, backbone.mean, backbone.std)
         self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
+        self.step_seconds: list[float] = []  # model step only, without data loading
 
     def split(self, name: str) -> Any:
         return load_split(self.card, name, self.config)
@@ -119,7 +121,6 @@ class Trainer:
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         best: tuple[float, int, dict] | None = None
-        step = 0
         for epoch in range(t.epochs):
             pairs.set_epoch(epoch)
             self.model.train()
@@ -127,6 +128,7 @@ class Trainer:
             with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(batches),
                               enabled=self.show_progress) as advance:
                 for ids, pixels, mask in batches:
+                    step_started = time.perf_counter()
                     ids, pixels, mask = (x.to(self.device) for x in (ids, pixels, mask))
                     with autocast(self.device):
                         loss = symmetric_infonce(self.model.encode_text(ids),
@@ -139,8 +141,8 @@ class Trainer:
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
-                    step += 1
-                    losses.append(loss.item())
+                    losses.append(loss.item())  # .item() synchronises CUDA: honest step times
+                    self.step_seconds.append(time.perf_counter() - step_started)
                     advance(loss=losses[-1])
             seconds = time.perf_counter() - started
             tracking.log_metrics({"train/loss": float(np.mean(losses)),
@@ -180,15 +182,31 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
         trainer = Trainer(model, config, card, backbone, device, show_progress)
         test = trainer.split("test")
         best_epoch = None
+        training = {"cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
         if model.trainable_parameters() and config.train.epochs > 0:
             select = test if config.select_on == "test" else trainer.split("val")
-            best_epoch = trainer.fit(select)
+            started = time.perf_counter()
+            with PeakMemory(device) as memory:
+                best_epoch = trainer.fit(select)
+            training.update(training_figures(trainer.step_seconds, memory.peak_mib,
+                                             time.perf_counter() - started))
         trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
         model.fold()
         metrics = trainer.evaluate(test)
         tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        inference = measure_inference(model, config.frames, backbone.image_size, config.words,
+                                      device, default_batch(device))
+        tracking.log_metrics({**training, **as_metrics(inference)})
         log_outputs(config, trained, metrics, best_epoch)
         return RunResult(active.info.run_id, metrics, best_epoch)
+
+
+def training_figures(step_seconds: list[float], peak_mib: float, total: float
+                     ) -> dict[str, float]:
+    """Seconds per step after the first steps (warm-up excluded), total time, peak memory."""
+    steady = step_seconds[2:] or step_seconds
+    return {"cost/seconds_per_step": float(np.median(steady)), "cost/training_seconds": total,
+            "cost/training_peak_mib": peak_mib}
 
 
 def log_outputs(config: RunConfig, trained: dict[str, torch.Tensor],
