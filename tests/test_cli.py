@@ -42,6 +42,12 @@ def test_help_is_fast_and_imports_nothing_heavy():
     (["run"], "--method is required"),
     (["run", "--config", "/no/such/config.json"], "does not exist"),
     (["list", "things"], "cannot list 'things'; valid: methods, datasets, backbones"),
+    (["run", "--method", "tempme", "--set", "method.clip_groups=[5,2,3]"], "divide"),
+    (["run", "--method", "tempme", "--set", "method.clip_layers=[3,4,9]"], "valid layers"),
+    (["profile", "--method", "tempme", "--backbone", "tiny-clip", "--set",
+      "method.clip_groups=[5,2,3]"], "divide"),
+    (["profile"], "--method M or --all is required"),
+    (["profile", "--method", "nope"], "unknown method 'nope'"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(args, fragment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an MLflow store, if any, lands here
