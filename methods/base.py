@@ -33,14 +33,15 @@ def encode_text_tokens(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     x = clip.ln_final(clip.transformer(x, attn_mask=mask))
     from open_clip.transformer import text_global_pool
 
-    x = text_global_pool(x, ids, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    eos = getattr(clip, "text_eos_id", None)
+    x = text_global_pool(x, ids, clip.text_pool_type, eos_token_id=eos)
     if isinstance(clip.text_projection, nn.Linear):
         return clip.text_projection(x)
     return x @ clip.text_projection if clip.text_projection is not None else x
 
 
 class MeanPoolVideoEncoder(nn.Module):
-    """CLIP4Clip's parameter-free mean pooling: per-frame CLIP embeddings, L2-normalised, averaged."""
+    """CLIP4Clip's parameter-free mean pooling of L2-normalised per-frame CLIP embeddings."""
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()

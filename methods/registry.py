@@ -93,7 +93,8 @@ def get(name: str) -> Method:
         module = importlib.import_module(f"methods.{_module_name(name)}")
         method = getattr(module, "METHOD", None)
         if not isinstance(method, Method) or method.name != name:
-            raise UnknownMethodError(f"module methods.{_module_name(name)} defines no METHOD {name!r}")
+            raise UnknownMethodError(
+                f"module methods.{_module_name(name)} defines no METHOD {name!r}")
         register(method)
     return _registry[name]
 

@@ -141,6 +141,7 @@ def base_for(method: str, dataset: str) -> RunConfig:
     from suite.data.cards import load_card
 
     card = load_card(dataset)
-    train = apply_overrides(RunConfig(method=method), {f"train.{k}": v for k, v in card.train.items()})
-    return replace(train, dataset=dataset, backbone=card.backbone, pretrained=card.pretrained,
+    defaults = {f"train.{k}": v for k, v in card.train.items()}
+    config = apply_overrides(RunConfig(method=method), defaults)
+    return replace(config, dataset=dataset, backbone=card.backbone, pretrained=card.pretrained,
                    frames=card.frames, words=card.words)

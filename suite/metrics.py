@@ -20,7 +20,8 @@ def query_ranks(sims: torch.Tensor, positives: torch.Tensor, chunk: int = CHUNK)
     Works in row chunks so a 10k x 10k problem does not allocate several Q x C temporaries.
     """
     if sims.shape != positives.shape:
-        raise ValueError(f"similarity {tuple(sims.shape)} and positives {tuple(positives.shape)} differ")
+        raise ValueError(
+            f"similarity {tuple(sims.shape)} and positives {tuple(positives.shape)} differ")
     if not bool(positives.any(dim=1).all()):
         raise ValueError("every query needs at least one positive")
     ranks = []

@@ -169,6 +169,7 @@ def test_user_errors_for_data_root_and_video_folder(fixtures, tmp_path):
     card = load_card("msrvtt")
     with pytest.raises(UserError, match="needs --data-root"):
         load_split(card, "test", RunConfig(method="zeroshot", dataset="msrvtt"))
+    (tmp_path / "videos").mkdir()
     with pytest.raises(UserError, match="annotation file .*MSRVTT_JSFUSION_test.csv does not"):
         load_split(card, "test", config(tmp_path, "msrvtt"))
     with pytest.raises(UserError, match="video folder .*elsewhere does not exist"):

@@ -19,6 +19,11 @@ class VideoRandAugment:
     num_ops: int = 2
     magnitude: int = 9
 
+    def __post_init__(self) -> None:
+        # Import here, in the main process: forked DataLoader workers then inherit the module
+        # instead of each paying torchvision's slow first import.
+        from torchvision.transforms import v2  # noqa: F401
+
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         """uint8 frames (F, H, W, 3) -> augmented uint8 frames of the same shape.
 

@@ -48,4 +48,4 @@ class VideoTextSplit(ABC):
 
     def captions_of(self, index: int) -> list[str]:
         """All captions of video ``index``."""
-        return [c for c, v in zip(self.captions, self.caption_video) if v == index]
+        return [c for c, v in zip(self.captions, self.caption_video, strict=True) if v == index]

@@ -8,10 +8,11 @@ with ``SUITE_DATASETS_DIR``.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from suite.errors import UserError
 
@@ -57,7 +58,8 @@ def load_card(name: str) -> DatasetCard:
     known = set(DatasetCard.__dataclass_fields__)
     extra = sorted(set(raw) - known)
     if extra:
-        raise UserError(f"card {path} has unknown keys {', '.join(extra)}; valid: {', '.join(sorted(known))}")
+        raise UserError(f"card {path} has unknown keys {', '.join(extra)}; "
+                        f"valid: {', '.join(sorted(known))}")
     try:
         return DatasetCard(**raw)
     except TypeError as exc:

@@ -164,7 +164,7 @@ def _decode(path: str | Path, targets: list[int], fps: float, size: int | None,
     """Decode frames ``targets`` (ascending, unique). Returns them and the frames decoded."""
     with _open(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # parallelism comes from DataLoader workers
         time_base = float(stream.time_base) if stream.time_base else 0.0
         regular = seek and fps > 0 and time_base > 0  # timestamps say which frame is which
         out: dict[int, np.ndarray] = {}
@@ -172,6 +172,7 @@ def _decode(path: str | Path, targets: list[int], fps: float, size: int | None,
         pts0: int | None = None
         keyframes: list[int] = []
         after_seek = False
+        last_seek = -1
         frames = container.decode(stream)
         while pos < len(targets):
             frame = next(frames, None)
@@ -191,15 +192,18 @@ def _decode(path: str | Path, targets: list[int], fps: float, size: int | None,
                 index += 1
                 if by_time != index:
                     regular = False  # irregular timestamps: never seek in this stream
-            if frame.key_frame:
+            if frame.key_frame and (not keyframes or index > keyframes[-1]):
                 keyframes.append(index)
             if targets[pos] == index:
                 out[index] = _convert(frame, size)
                 pos += 1
             if (regular and pos < len(targets) and len(keyframes) >= 2
+                    and targets[pos] > last_seek
                     and targets[pos] - index > 2 * (keyframes[-1] - keyframes[-2])):
-                # At least one keyframe lies between here and the next target: jump to it.
+                # Keyframes come often enough that one likely lies between here and the next
+                # target: jump to the last keyframe before it (once per target).
                 assert pts0 is not None
+                last_seek = targets[pos]
                 container.seek(pts0 + int(targets[pos] / fps / time_base), stream=stream,
                                backward=True, any_frame=False)
                 frames = container.decode(stream)
