@@ -20,6 +20,7 @@ from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
 from suite.data.loading import ImageSpec, TrainPairs, loader, make_collate
 from suite.data.registry import load_split
+from suite.data.skipped import log_skipped_videos
 from suite.device import autocast, resolve_device
 from suite.errors import UserError
 from suite.evaluation import evaluate
@@ -98,7 +99,9 @@ class Trainer:
         self.step_seconds: list[float] = []  # model step only, without data loading
 
     def split(self, name: str) -> Any:
-        return load_split(self.card, name, self.config)
+        split = load_split(self.card, name, self.config)
+        log_skipped_videos(split)
+        return split
 
     def evaluate(self, split: Any) -> dict[str, float]:
         t = self.config.train

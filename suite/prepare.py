@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from suite.data.cards import load_card
@@ -243,12 +242,3 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
         cache_dir=str(frame_cache.directory) if frame_cache else None, cached=cached,
         journal=str(journal), seconds=time.perf_counter() - started)
 
-
-def cache_path_for(dataset: str, root: str, frames: int, policy: str, size: int,
-                   videos: str = "videos", cache_dir: str | None = None) -> Path:
-    """The frame-cache folder a run with these settings reads (for scripts and tests)."""
-    card = load_card(dataset)
-    base = data_root(card, root)
-    opts = resolve_options(card, {"videos": videos})
-    return frames_dir(cache_root(cache_dir), card.name, videos_dir(card, base, opts), frames,
-                      policy, size)

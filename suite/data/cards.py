@@ -8,11 +8,10 @@ with ``SUITE_DATASETS_DIR``.
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from suite.errors import UserError
 

@@ -158,7 +158,7 @@ def read_msrvtt(root: Path, card: DatasetCard, part: str) -> Annotations:
     """``MSRVTT_data.json`` sentences for the training lists; the JSFUSION csv for 1k-A test."""
     if part == "test":
         rows = _csv_column(_file(root, card, "test"), "video_id", "sentence")
-        return group(rows)
+        return group((video, sentence) for video, sentence in rows)
     key = {"train": "train_9k", "train_7k": "train_7k"}.get(part)
     if key is None:
         raise UserError(f"msrvtt has no annotation part {part!r}")
@@ -250,10 +250,15 @@ def file_candidates(loader: str, video_id: str) -> list[str]:
     return [video_id]
 
 
-@lru_cache(maxsize=16)
 def video_index(videos_dir: str) -> tuple[dict[str, str], dict[str, str]]:
     """Every video file under ``videos_dir``: by file name and by name without extension (the
-    preferred extension wins: mp4 first, then webm, ...)."""
+    preferred extension wins: mp4 first, then webm, ...). Walked once per process and folder
+    (again when the folder itself changes)."""
+    return _walk(videos_dir, os.stat(videos_dir).st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _walk(videos_dir: str, _stamp: int) -> tuple[dict[str, str], dict[str, str]]:
     by_name: dict[str, str] = {}
     by_stem: dict[str, tuple[int, str]] = {}
     for folder, dirs, files in os.walk(videos_dir, followlinks=True):
