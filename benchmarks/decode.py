@@ -64,16 +64,17 @@ def videos_per_second(split, workers: int, batch: int, image_size: int, repeats:
     """Median videos/s of full passes over the split through the suite's DataLoader."""
     import torch
 
-    from suite.data.loading import ImageSpec, Videos, loader, make_collate
+    from suite.data.loading import ImageSpec, Videos, loader, make_collate, to_pixels
 
     spec = ImageSpec(image_size, (0.48145466, 0.4578275, 0.40821073),
                      (0.26862954, 0.26130258, 0.27577711))
-    collate = make_collate(lambda texts: torch.empty(0), spec)
+    collate = make_collate(lambda texts: torch.empty(0))
     rates = []
     data = loader(Videos(split), batch, collate, shuffle=False, seed=0, num_workers=workers)
+    cpu = torch.device("cpu")
     for _ in range(repeats):
         started = time.perf_counter()
-        count = sum(pixels.shape[0] for _, pixels, _ in data)
+        count = sum(to_pixels(frames, spec, cpu).shape[0] for _, frames, _ in data)
         rates.append(count / (time.perf_counter() - started))
     return statistics.median(rates)
 

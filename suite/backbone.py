@@ -32,17 +32,13 @@ def register_embedded_configs() -> None:
         _registered = True
 
 
-@contextmanager
-def random_init_quietly() -> Iterator[None]:
-    """open_clip warns on the root logger whenever it builds a model without weights; random
-    weights are deliberate here (cost figures, pre-training from scratch)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+def text_context(name: str) -> int:
+    """Longest caption (in tokens) the text tower of ``name`` takes, from its config."""
+    import open_clip
+
+    register_embedded_configs()
+    config = open_clip.get_model_config(name) or {}
+    return int(config.get("text_cfg", {}).get("context_length", 77))
 
 
 def embedded_names() -> list[str]:
@@ -95,7 +91,7 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
         path = pretrained_checkpoint(name, show_progress=show_progress)
         model = open_clip.create_model(name, pretrained=str(path), device=device)
     elif pretrained is None:
-        with random_init_quietly():
+        with quiet_logging():
             model = open_clip.create_model(name, pretrained=None, device=device)
     elif Path(pretrained).expanduser().is_file():
         model = _create_from_file(name, Path(pretrained).expanduser(), device)
@@ -123,7 +119,8 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
 
 @contextmanager
 def quiet_logging() -> Iterator[None]:
-    """Silence log records up to ERROR while open_clip and the hub client work."""
+    """Silence log records up to ERROR while open_clip and the hub client work (open_clip also
+    warns whenever it builds a model without weights, which the suite does on purpose)."""
     previous = logging.root.manager.disable
     logging.disable(logging.ERROR)
     try:

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from suite import tracking
-from suite.backbone import Backbone, check_backbone_name, load_backbone
+from suite.backbone import Backbone, check_backbone_name, load_backbone, text_context
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
-from suite.data.loading import ImageSpec, TrainPairs, loader, make_collate
+from suite.data.loading import ImageSpec, TrainPairs, loader, make_collate, to_pixels
 from suite.data.registry import load_split
 from suite.data.skipped import log_skipped_videos
 from suite.device import autocast, resolve_device
@@ -117,7 +117,7 @@ class Trainer:
         prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
         pairs = TrainPairs(self.split("train"), self.card.train_sampling, t.seed)
-        batches = loader(pairs, t.batch_size, make_collate(self.tokenize, self.image),
+        batches = loader(pairs, t.batch_size, make_collate(self.tokenize),
                          shuffle=True, seed=t.seed, num_workers=t.num_workers, drop_last=True)
         if len(batches) == 0:
             raise UserError(f"batch size {t.batch_size} exceeds the {len(pairs)} training samples")
@@ -130,9 +130,10 @@ class Trainer:
             losses, started = [], time.perf_counter()
             with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(batches),
                               enabled=self.show_progress) as advance:
-                for ids, pixels, mask in batches:
+                for ids, frames, mask in batches:
                     step_started = time.perf_counter()
-                    ids, pixels, mask = (x.to(self.device) for x in (ids, pixels, mask))
+                    ids, mask = ids.to(self.device), mask.to(self.device)
+                    pixels = to_pixels(frames, self.image, self.device)
                     with autocast(self.device):
                         loss = symmetric_infonce(self.model.encode_text(ids),
                                                  self.model.encode_video(pixels, mask),
@@ -169,6 +170,9 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
     card = load_card(config.dataset)
     device = resolve_device(config.device)
     check_backbone_name(config.backbone)
+    if config.words > text_context(config.backbone):
+        raise UserError(f"words {config.words} exceeds the text context of {config.backbone} "
+                        f"({text_context(config.backbone)}); use --set words=N with N <= that")
     if config.select_on not in ("val", "test"):
         raise UserError(f"unknown --select-on {config.select_on!r}; valid: val, test")
     if config.on_bad_video not in ("fail", "skip"):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from suite.data.base import VideoTextSplit
-from suite.data.loading import ImageSpec, Videos, loader, make_collate
+from suite.data.loading import ImageSpec, Videos, loader, make_collate, to_pixels
 from suite.device import autocast
 from suite.metrics import retrieval_metrics
 from suite.progress import progress_bar
@@ -20,15 +20,16 @@ def embed_split(model: torch.nn.Module, split: VideoTextSplit,
                 show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised caption embeddings (C, D) and video embeddings (V, D), on the CPU, fp32."""
     model.eval()
-    videos = loader(Videos(split), batch_size, make_collate(tokenize, image), shuffle=False,
+    videos = loader(Videos(split), batch_size, make_collate(tokenize), shuffle=False,
                     seed=0, num_workers=num_workers)
     video_embs, text_embs = [], []
     captions = split.captions
     total = len(videos) + (len(captions) + batch_size - 1) // batch_size
     with progress_bar(f"evaluating {split.name}", total, enabled=show_progress) as advance, \
             autocast(device):
-        for _, pixels, mask in videos:
-            video_embs.append(model.encode_video(pixels.to(device), mask.to(device)).float().cpu())
+        for _, frames, mask in videos:
+            pixels = to_pixels(frames, image, device)
+            video_embs.append(model.encode_video(pixels, mask.to(device)).float().cpu())
             advance()
         for start in range(0, len(captions), batch_size):
             ids = tokenize(captions[start:start + batch_size]).to(device)

@@ -76,14 +76,14 @@ def pretrain(name: str, recipe: PretrainRecipe, show_progress: bool = True) -> d
     import torch
     import torch.nn.functional as F
 
-    from suite.backbone import random_init_quietly, register_embedded_configs
+    from suite.backbone import quiet_logging, register_embedded_configs
     from suite.data.synthetic import static_pairs
     from suite.data.transforms import preprocess
     from suite.progress import progress_bar
 
     register_embedded_configs()
     torch.manual_seed(recipe.seed)
-    with random_init_quietly():
+    with quiet_logging():
         model = open_clip.create_model(name, pretrained=None)
     tokenizer = open_clip.get_tokenizer(name)
     size = model.visual.image_size

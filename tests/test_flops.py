@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods import registry
-from suite.backbone import random_init_quietly
+from suite.backbone import quiet_logging
 from suite.flops import UncountedOperatorError, count_macs
 from suite.profiling import dummy_video, output_tokens
 
@@ -56,7 +56,7 @@ def test_uncounted_real_work_fails_loudly():
 
 
 def video_cost(method: str, backbone: str) -> tuple[float, int]:
-    with random_init_quietly():
+    with quiet_logging():
         clip = open_clip.create_model(backbone)
     spec = registry.get(method)
     model = spec.build(clip, spec.make_config(backbone, 12, {}), 12, backbone).fold()

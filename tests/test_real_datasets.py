@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 from video_fixtures import MAKERS, frame_indices, read_code
 
@@ -146,18 +147,20 @@ def test_fail_policy_stops_on_a_missing_video_naming_the_file(fixtures):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_dataloader_workers_and_a_corrupt_video_under_the_fail_policy(fixtures, workers):
-    from suite.data.loading import ImageSpec, Videos, loader, make_collate
+    from suite.data.loading import ImageSpec, Videos, loader, make_collate, to_pixels
 
     fx = fixtures["msvd"]
     split = load_split(load_card("msvd"), "test", config(fx, "msvd", mode="fail"))
     assert fx.corrupt[0] in split.video_ids  # "fail" does not probe: found when decoded
     good = [i for i, v in enumerate(split.video_ids) if v not in fx.corrupt]
-    collate = make_collate(lambda texts: None, ImageSpec(48, (0.5,) * 3, (0.5,) * 3))
+    collate = make_collate(lambda texts: None)
     from torch.utils.data import Subset
 
     batches = list(loader(Subset(Videos(split), good), 2, collate, False, 0, workers))
     assert sum(b[1].shape[0] for b in batches) == len(good)
-    assert batches[0][1].shape[1:] == (4, 3, 48, 48)
+    assert batches[0][1].shape[1:] == (4, 48, 48, 3) and batches[0][1].dtype == torch.uint8
+    pixels = to_pixels(batches[0][1], ImageSpec(48, (0.5,) * 3, (0.5,) * 3), torch.device("cpu"))
+    assert pixels.shape[1:] == (4, 3, 48, 48)
     with pytest.raises(BadVideoError) as info:
         list(loader(Videos(split), 2, collate, False, 0, workers))
     message = str(info.value)
@@ -216,7 +219,7 @@ BASE = ["--backbone", "tiny-clip", "--pretrained", "none", "--epochs", "1", "--b
 def test_run_end_to_end_on_msrvtt_with_skipped_bad_videos(fixtures, mlflow_uri):
     import json
 
-    result = runner.invoke(app, ["run", "--method", "lora", "--dataset", "msrvtt", "--data-root",
+    result = runner.invoke(app, ["run", "--method", "tempme", "--dataset", "msrvtt", "--data-root",
                                  str(fixtures["msrvtt"].root), "--on-bad-video", "skip",
                                  "--tracking-uri", mlflow_uri, "--set", "data.val_fraction=0.25",
                                  *BASE])
@@ -226,10 +229,12 @@ def test_run_end_to_end_on_msrvtt_with_skipped_bad_videos(fixtures, mlflow_uri):
 
 
 def test_run_end_to_end_on_didemo_paragraphs(fixtures, mlflow_uri):
-    result = runner.invoke(app, ["run", "--method", "zeroshot", "--dataset", "didemo",
-                                 "--data-root", str(fixtures["didemo"].root), "--on-bad-video",
-                                 "skip", "--tracking-uri", mlflow_uri, *BASE,
-                                 "--set", "words=32"])  # the card's 64 exceed tiny-clip's 32
+    args = ["run", "--method", "tempme", "--dataset", "didemo", "--data-root",
+            str(fixtures["didemo"].root), "--on-bad-video", "skip", "--tracking-uri", mlflow_uri,
+            *BASE]
+    line = one_line_error(runner.invoke(app, args))  # the card's 64 words, tiny-clip takes 32
+    assert "words 64 exceeds the text context of tiny-clip (32)" in line
+    result = runner.invoke(app, [*args, "--set", "words=32"])
     assert result.exit_code == 0, result.output
 
 

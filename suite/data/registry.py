@@ -28,7 +28,10 @@ def load_split(card: DatasetCard, split: str, config: RunConfig) -> VideoTextSpl
         if unknown:
             raise UserError(f"synthetic has no option {', '.join(unknown)}; "
                             f"valid: {', '.join(sorted(known))}")
-        return make_split(SyntheticConfig(frames=frames, **merged), split)
+        try:
+            return make_split(SyntheticConfig(frames=frames, **merged), split)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"synthetic: {exc}") from None
     from suite.data.real import REAL_LOADERS, load_real_split
 
     if card.loader in REAL_LOADERS:

@@ -20,7 +20,7 @@ def preprocess(frames: torch.Tensor, image_size: int, mean: tuple[float, ...],
             x = x.clamp_(0.0, 1.0)  # bicubic overshoots; PIL clamps to the uint8 range too
         top, left = (nh - image_size) // 2, (nw - image_size) // 2
         x = x[:, :, top:top + image_size, left:left + image_size]
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     x = (x - m) / s
     return x.reshape(*lead, 3, image_size, image_size)
