@@ -183,8 +183,9 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
     name = f"{config.method}-{config.dataset}-{config.backbone}"
     with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, tags) as active:
         tracking.log_params(config.flat())
-        seed_everything(config.train.seed)
         backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
+        # Seeded after loading: a first-time pre-training must not change what follows.
+        seed_everything(config.train.seed)
         model = build_model(config, backbone).to(device)
         trainer = Trainer(model, config, card, backbone, device, show_progress)
         test = trainer.split("test")
