@@ -18,7 +18,7 @@ from suite import tracking
 from suite.backbone import Backbone, check_backbone_name, load_backbone, text_context
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
-from suite.data.loading import ImageSpec, TrainPairs, loader, make_collate, to_pixels
+from suite.data.loading import ImageSpec, make_collate, to_pixels, training_loader
 from suite.data.registry import load_split
 from suite.data.skipped import log_skipped_videos
 from suite.device import autocast, resolve_device
@@ -116,16 +116,17 @@ class Trainer:
         """
         prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
-        pairs = TrainPairs(self.split("train"), self.card.train_sampling, t.seed)
-        batches = loader(pairs, t.batch_size, make_collate(self.tokenize),
-                         shuffle=True, seed=t.seed, num_workers=t.num_workers, drop_last=True)
+        batches, sampler = training_loader(self.split("train"), self.card.train_sampling,
+                                           t.batch_size, make_collate(self.tokenize), t.seed,
+                                           t.num_workers)
         if len(batches) == 0:
-            raise UserError(f"batch size {t.batch_size} exceeds the {len(pairs)} training samples")
+            raise UserError(f"batch size {t.batch_size} exceeds the {sampler.samples()} "
+                            f"training samples")
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         best: tuple[float, int, dict] | None = None
         for epoch in range(t.epochs):
-            pairs.set_epoch(epoch)
+            sampler.set_epoch(epoch)
             self.model.train()
             losses, started = [], time.perf_counter()
             with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(batches),

@@ -32,6 +32,8 @@ class VideoTextSplit(ABC):
         self.video_ids = video_ids
         self.captions = captions
         self.caption_video = caption_video
+        # Optional group id per video: videos that training batches should keep together.
+        self.groups: list[int] | None = None
 
     @abstractmethod
     def load(self, index: int) -> Clip:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from suite.data.base import VideoTextSplit
 from suite.data.transforms import preprocess
@@ -23,34 +23,69 @@ class ImageSpec:
 
 
 class TrainPairs(Dataset):
-    """(caption, video) training samples.
+    """(caption, video) training samples, indexed by caption."""
 
-    ``sampling="all"``: every caption is a sample (MSR-VTT's practice). ``"video"``: one sample
-    per video per epoch with a caption drawn from the video's captions (``set_epoch`` reseeds).
+    def __init__(self, split: VideoTextSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split.captions)
+
+    def __getitem__(self, caption: int) -> tuple[str, np.ndarray, np.ndarray]:
+        clip = self.split.load(self.split.caption_video[caption])
+        return self.split.captions[caption], clip.frames, clip.mask
+
+
+class TrainingBatches(Sampler[list[int]]):
+    """The caption indices of every training batch of an epoch (``set_epoch`` reseeds).
+
+    ``sampling="all"``: every caption is a sample (MSR-VTT's practice); ``"video"``: one caption
+    per video and epoch, drawn at random. When the split groups its videos (``split.groups``),
+    groups are shuffled and kept whole, so near-duplicate videos of a group meet as each other's
+    negatives in one contrastive batch; otherwise samples are shuffled freely. The last
+    incomplete batch is dropped. Runs in the main process, so worker processes need no state.
     """
 
-    def __init__(self, split: VideoTextSplit, sampling: str, seed: int) -> None:
+    def __init__(self, split: VideoTextSplit, sampling: str, batch_size: int, seed: int) -> None:
         if sampling not in ("all", "video"):
             raise ValueError(f"unknown caption sampling {sampling!r}; valid: all, video")
-        self.split = split
         self.sampling = sampling
+        self.batch_size = batch_size
         self.seed = seed
+        self.epoch = 0
         self.by_video: list[list[int]] = [[] for _ in split.video_ids]
         for caption, video in enumerate(split.caption_video):
             self.by_video[video].append(caption)
-        self.choice = [c[0] for c in self.by_video]
+        groups = split.groups if split.groups is not None else range(len(split.video_ids))
+        self.group_videos: dict[int, list[int]] = {}
+        for video, group in enumerate(groups):
+            self.group_videos.setdefault(group, []).append(video)
+        self.grouped = split.groups is not None
 
     def set_epoch(self, epoch: int) -> None:
-        rng = np.random.default_rng([self.seed, epoch])
-        self.choice = [c[rng.integers(len(c))] for c in self.by_video]
+        self.epoch = epoch
+
+    def samples(self) -> int:
+        return sum(len(c) for c in self.by_video) if self.sampling == "all" else len(self.by_video)
 
     def __len__(self) -> int:
-        return len(self.split.captions) if self.sampling == "all" else len(self.split)
+        return self.samples() // self.batch_size
 
-    def __getitem__(self, i: int) -> tuple[str, np.ndarray, np.ndarray]:
-        caption = i if self.sampling == "all" else self.choice[i]
-        clip = self.split.load(self.split.caption_video[caption])
-        return self.split.captions[caption], clip.frames, clip.mask
+    def _captions(self, video: int, rng: np.random.Generator) -> list[int]:
+        captions = self.by_video[video]
+        return list(captions) if self.sampling == "all" else [captions[rng.integers(len(captions))]]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.grouped:
+            keys = list(self.group_videos)
+            order = [keys[k] for k in rng.permutation(len(keys))]
+            items = [c for g in order for v in self.group_videos[g] for c in self._captions(v, rng)]
+        else:
+            items = [c for v in range(len(self.by_video)) for c in self._captions(v, rng)]
+            items = [items[i] for i in rng.permutation(len(items))]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield items[start:start + self.batch_size]
 
 
 class Videos(Dataset):
@@ -95,3 +130,12 @@ def loader(dataset: Dataset, batch_size: int, collate: Callable, shuffle: bool, 
                       num_workers=num_workers, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed),
                       persistent_workers=num_workers > 0)
+
+
+def training_loader(split: VideoTextSplit, sampling: str, batch_size: int, collate: Callable,
+                    seed: int, num_workers: int) -> tuple[DataLoader, TrainingBatches]:
+    """Training batches of ``split`` and their sampler (call ``set_epoch`` on it)."""
+    batches = TrainingBatches(split, sampling, batch_size, seed)
+    data = DataLoader(TrainPairs(split), batch_sampler=batches, collate_fn=collate,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
+    return data, batches

@@ -39,7 +39,14 @@ Validation and test: minimal groups
     "reversed", "swapped", "first-reversed", "second-reversed"). Canonical captions are unique
     within a split (groups that would repeat one are redrawn), so every test caption has exactly
     one correct video. A split whose size does not divide into groups ends with a shortened
-    group. Training videos are drawn independently (``group == -1``).
+    group.
+
+Training
+    A share ``train_grouped`` (half by default) of the training videos come in minimal groups
+    too, the rest are drawn independently (``group == -1``). ``SyntheticSplit.groups`` gives
+    every video a group id, and training batches keep a group together
+    (``suite.data.loading.TrainingBatches``): the hard negatives that only a model of time can
+    tell apart meet in the same contrastive batch, as they do at test time.
 
 Static pairs
     ``static_pairs`` renders single frames of one or two still objects with captions of colour,
@@ -122,6 +129,7 @@ _EXTENT = 1.15  # bounding half-extent of any shape, in units of its half size
 _GAP = 0.03  # free space kept between objects and to the frame border (fraction of frame)
 _SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 _STATIC_ID = 3
+_CAPTION_ID = 4  # random stream of the training captions' paraphrases
 _CELL = (0.22, 0.5, 0.78)  # centres of the 3 x 3 grid of static positions
 _CELLS = [(r, c) for r in range(3) for c in range(3)]
 _FAR_PAIRS = [(a, b) for a in _CELLS for b in _CELLS
@@ -139,6 +147,7 @@ class SyntheticConfig:
     frames: int = 12
     size: int = 64
     train_captions: int = 3
+    train_grouped: float = 0.5  # share of training videos drawn in minimal groups
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_val", "num_test"):
@@ -149,6 +158,8 @@ class SyntheticConfig:
                              f"got {self.frames}")
         if self.size < 16:
             raise ValueError(f"size must be >= 16 pixels, got {self.size}")
+        if not 0.0 <= self.train_grouped <= 1.0:
+            raise ValueError(f"train_grouped must be in 0..1, got {self.train_grouped}")
         if not 1 <= self.train_captions <= MAX_TRAIN_CAPTIONS:
             raise ValueError(f"train_captions must be in 1..{MAX_TRAIN_CAPTIONS}, "
                              f"got {self.train_captions}")
@@ -498,8 +509,9 @@ def _group(rng: np.random.Generator, frames: int, kind: str, group: int) -> list
     return [replace(s, group=group, variant=v) for s, v in members]
 
 
-def _grouped_specs(seed: int, split: str, count: int, frames: int) -> list[VideoSpec]:
-    """``count`` videos in minimal groups with unique canonical captions."""
+def _grouped_specs(seed: int, split: str, count: int, frames: int, unique: bool = True
+                   ) -> list[VideoSpec]:
+    """``count`` videos in minimal groups; ``unique``: canonical captions never repeat."""
     specs: list[VideoSpec] = []
     seen: set[str] = set()
     group = 0
@@ -510,7 +522,7 @@ def _grouped_specs(seed: int, split: str, count: int, frames: int) -> list[Video
         for attempt in range(100):
             members = _group(rng, frames, kind, group)[:left]
             captions = [s.caption() for s in members]
-            if not seen.intersection(captions):
+            if not unique or not seen.intersection(captions):
                 break
             if attempt >= 20:
                 kind = "order"  # few single-event captions exist; pairs are plentiful
@@ -534,6 +546,8 @@ class SyntheticSplit(VideoTextSplit):
         self.config = config
         self.split = split
         self.specs = specs
+        # Group id per video: members of a minimal group share one; other videos get their own.
+        self.groups = [s.group if s.group >= 0 else len(specs) + i for i, s in enumerate(specs)]
 
     def load(self, index: int) -> Clip:
         """Render video ``index``: uint8 (frames, size, size, 3) and an all-True mask."""
@@ -548,10 +562,12 @@ def make_split(config: SyntheticConfig, split: str) -> SyntheticSplit:
     captions: list[str] = []
     caption_video: list[int] = []
     if split == "train":
-        specs = []
-        for i in range(config.num_train):
-            spec, rng = _train_spec(config.seed, i, config.frames)
-            specs.append(spec)
+        grouped = round(config.train_grouped * config.num_train)
+        specs = _grouped_specs(config.seed, split, grouped, config.frames, unique=False)
+        for i in range(len(specs), config.num_train):
+            specs.append(_train_spec(config.seed, i, config.frames)[0])
+        for i, spec in enumerate(specs):
+            rng = _rng(config.seed, _CAPTION_ID, i)
             captions.extend(spec.captions(config.train_captions, rng))
             caption_video.extend([i] * config.train_captions)
     else:
