@@ -52,7 +52,8 @@ def test_groups_stay_together_and_the_last_partial_batch_is_dropped():
 
 
 def test_synthetic_training_videos_come_partly_in_minimal_groups():
-    train = make_split(SyntheticConfig(num_train=40, train_captions=2), "train")
+    train = make_split(SyntheticConfig(num_train=40, train_captions=2, train_grouped=0.5),
+                       "train")
     sizes = Counter(train.groups)
     assert max(sizes.values()) >= 2  # minimal groups present
     assert sum(1 for n in sizes.values() if n == 1) >= 15  # and independent videos
