@@ -112,6 +112,7 @@ def profile(
     set_: Annotated[list[str] | None, typer.Option("--set", help="method.NAME=VALUE")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Profile every method.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
 ) -> None:
     """GFLOPs (multiply-adds), tokens, parameters, memory and throughput; random weights."""
     from suite.config import parse_sets
@@ -140,6 +141,10 @@ def profile(
                                    train_batch or batch, options if not all_ else {}))
     if json_out:
         typer.echo(json.dumps(rows if all_ else rows[0], indent=2))
+    elif markdown:
+        from suite.tables import cost_markdown
+
+        typer.echo(cost_markdown(rows))
     else:
         from suite.progress import stdout
         from suite.tables import cost_table

@@ -56,3 +56,12 @@ def test_time_calls_warms_up_then_times_each_call():
     assert len(calls) == 12 and len(seconds) == 10 and all(s >= 0 for s in seconds)
     timing = Timing.of([1.0, 2.0, 3.0, 4.0, 5.0])
     assert (timing.q1, timing.median, timing.q3) == (2.0, 3.0, 4.0)
+
+
+def test_profile_markdown_table_has_a_row_per_method():
+    result = runner.invoke(app, ["profile", "--method", "lora", "--backbone", "tiny-clip",
+                                 "--batch", "1", "--device", "cpu", "--markdown"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[2].startswith("| method | video GFLOPs |")
+    assert lines[4].startswith("| lora |") and len(lines) == 5
