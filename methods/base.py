@@ -9,6 +9,8 @@ anything a method adds (LoRA, clip position embeddings, adapters) is "new".
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +19,7 @@ from tempme.encoder import masked_mean
 from tempme.lora import fold_lora
 
 
-def encode_text_tokens(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+def encode_text_tokens(clip: Any, ids: torch.Tensor) -> torch.Tensor:
     """CLIP text features for ``ids`` of any length up to the model's context.
 
     open_clip's ``CLIP.encode_text`` needs ids padded to the full context (77): here the
@@ -43,6 +45,8 @@ def encode_text_tokens(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 class MeanPoolVideoEncoder(nn.Module):
     """CLIP4Clip's parameter-free mean pooling of L2-normalised per-frame CLIP embeddings."""
 
+    visual: Any  # an open_clip VisionTransformer
+
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
         self.visual = visual
@@ -55,6 +59,9 @@ class MeanPoolVideoEncoder(nn.Module):
 
 class RetrievalModel(nn.Module):
     """Text and video towers sharing one embedding space."""
+
+    clip: Any  # an open_clip CLIP
+    _peft_model: Any
 
     def __init__(self, clip: nn.Module, video_encoder: nn.Module,
                  pretrained_ids: set[int], peft_model: nn.Module | None = None) -> None:
@@ -81,7 +88,8 @@ class RetrievalModel(nn.Module):
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Trainable parameters split into (new, pretrained)."""
-        new, pretrained = [], []
+        new: list[nn.Parameter] = []
+        pretrained: list[nn.Parameter] = []
         for p in self.trainable_parameters():
             (pretrained if id(p) in self._pretrained_ids else new).append(p)
         return new, pretrained

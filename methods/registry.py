@@ -42,7 +42,7 @@ class Method:
     name: str
     description: str
     reference: str
-    config_cls: type
+    config_cls: Any  # a dataclass type
     build: Callable[..., Any]
     search_space: Callable[[Any], dict[str, Any]] = field(default=lambda trial: {})
     defaults_for: Callable[[str, int], dict[str, Any]] = field(default=lambda backbone, frames: {})

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -79,7 +78,7 @@ def run(
              "on_bad_video": on_bad_video,
              "experiment": experiment, "train.epochs": epochs, "train.batch_size": batch_size,
              "train.seed": seed}
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if pretrained is not None:
         overrides["pretrained"] = None if pretrained.lower() == "none" else pretrained
     overrides.update(cfg.parse_sets(set_ or []))
@@ -130,7 +129,7 @@ def profile(
         options[key.removeprefix("method.")] = value
     from methods.registry import discover
 
-    names = discover() if all_ else [method]
+    names = discover() if all_ or method is None else [method]
     torch_device = resolve_device(device)
     batch = batch or default_batch(torch_device)
     rows = []
@@ -235,4 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -55,7 +55,7 @@ def method_config(config: RunConfig) -> Any:
         raise UserError(str(exc).splitlines()[0]) from None
 
 
-def build_model(config: RunConfig, backbone: Backbone) -> torch.nn.Module:
+def build_model(config: RunConfig, backbone: Backbone) -> Any:
     """The method's retrieval model on ``backbone``."""
     from methods import registry
 
@@ -191,7 +191,8 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
         trainer = Trainer(model, config, card, backbone, device, show_progress)
         test = trainer.split("test")
         best_epoch = None
-        training = {"cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
+        training: dict[str, float] = {
+            "cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
         if model.trainable_parameters() and config.train.epochs > 0:
             select = test if config.select_on == "test" else trainer.split("val")
             started = time.perf_counter()

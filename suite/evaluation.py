@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -14,7 +15,7 @@ from suite.progress import progress_bar
 
 
 @torch.no_grad()
-def embed_split(model: torch.nn.Module, split: VideoTextSplit,
+def embed_split(model: Any, split: VideoTextSplit,
                 tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
                 device: torch.device, batch_size: int, num_workers: int = 0,
                 show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +39,7 @@ def embed_split(model: torch.nn.Module, split: VideoTextSplit,
     return torch.cat(text_embs), torch.cat(video_embs)
 
 
-def evaluate(model: torch.nn.Module, split: VideoTextSplit,
+def evaluate(model: Any, split: VideoTextSplit,
              tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
              device: torch.device, batch_size: int, num_workers: int = 0,
              show_progress: bool = True) -> dict[str, float]:

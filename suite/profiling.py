@@ -111,7 +111,7 @@ class _TextTower(nn.Module):
         return self.model.encode_text(ids)
 
 
-def output_tokens(encoder: nn.Module, frames: int, image_size: int) -> int:
+def output_tokens(encoder: Any, frames: int, image_size: int) -> int:
     """Tokens leaving the last visual block for one video, summed over its sequences."""
     pixels, mask = dummy_video(1, frames, image_size, torch.device("cpu"))
     pixels = pixels.to(next(encoder.parameters()).device)
