@@ -23,14 +23,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from methods.registry import DuplicateMethodError, UnknownMethodError
+        from tempme.schedule import ScheduleError
 
-        domain: tuple[type[Exception], ...] = (UserError, UnknownMethodError, DuplicateMethodError)
-        try:
-            from tempme.schedule import ScheduleError
-
-            domain += (ScheduleError,)
-        except ImportError:
-            pass
+        domain = (UserError, UnknownMethodError, DuplicateMethodError, ScheduleError)
         try:
             return command(*args, **kwargs)
         except domain as exc:
