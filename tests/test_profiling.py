@@ -1,11 +1,13 @@
 """`suite profile` and the measurement helpers behind it, on the tiny backbone."""
 
 import json
+import time
 
 import numpy as np
 import torch
 from typer.testing import CliRunner
 
+from suite import profiling
 from suite.cli import app
 from suite.profiling import PeakMemory, Timing, time_calls
 
@@ -40,14 +42,26 @@ def test_profile_all_lists_every_method_and_merging_saves_work():
     assert np.isnan(rows["zeroshot"]["seconds_per_step"])
 
 
-def test_peak_memory_sees_a_large_allocation_on_cpu():
+def _peak_of_a_256_mib_block(hold_seconds: float) -> tuple[float, float]:
     with PeakMemory(torch.device("cpu")) as baseline:
         torch.zeros(1).sum()
     with PeakMemory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB of float32, touched
+        block = torch.ones(64 * 2**20)  # 256 MiB of float32, touched
         block.sum()
+        time.sleep(hold_seconds)
         del block
-    assert memory.peak_mib >= baseline.peak_mib + 200
+    return baseline.peak_mib, memory.peak_mib
+
+
+def test_peak_memory_sees_a_short_lived_allocation_on_cpu():
+    baseline, peak = _peak_of_a_256_mib_block(hold_seconds=0.0)
+    assert peak >= baseline + 200
+
+
+def test_peak_memory_falls_back_to_sampling_without_proc(monkeypatch):
+    monkeypatch.setattr(profiling, "_reset_high_water_mark", lambda: False)
+    baseline, peak = _peak_of_a_256_mib_block(hold_seconds=0.2)
+    assert peak >= baseline + 200
 
 
 def test_time_calls_warms_up_then_times_each_call():
