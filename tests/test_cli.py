@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -20,15 +19,15 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, time; t = time.perf_counter(); from suite.cli import app; "
-            "heavy = [m for m in ('torch', 'open_clip', 'mlflow', 'optuna') if m in sys.modules]; "
-            "print(heavy, time.perf_counter() - t)")
+def test_help_imports_nothing_heavy():
+    """`suite --help` stays fast because the CLI module defers torch, open_clip, mlflow, optuna."""
+    code = ("import sys; from suite.cli import app; "
+            "print([m for m in ('torch', 'open_clip', 'mlflow', 'optuna') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("[]"), out.stdout
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "suite.cli", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - started < 2.0
+    assert out.stdout.strip() == "[]", out.stdout
+    help_text = subprocess.run([sys.executable, "-m", "suite.cli", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "run" in help_text and "profile" in help_text
 
 
 @pytest.mark.parametrize("args, fragment", [
