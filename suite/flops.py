@@ -2,9 +2,10 @@
 
 The paper's convention (protocol.md): "GFLOPs" are multiply-adds. fvcore counts one fused
 multiply-add as one flop for matmul, linear and convolution, but has no handle for fused attention
-(``scaled_dot_product_attention`` and the native multi-head attention fast path) or for the
-scatter reductions that token merging uses. This module registers handles for those and refuses
-to report a number when any other operator that carries real work goes uncounted.
+(``scaled_dot_product_attention`` and the native multi-head attention fast path), for the
+scatter reductions that token merging uses, or for the pairwise distances of token clustering.
+This module registers handles for those and refuses to report a number when any other operator
+that carries real work goes uncounted.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ NEGLIGIBLE_OPS = frozenset({
     "aten::where", "aten::cumsum", "aten::max_pool2d", "aten::select", "aten::slice",
     "aten::alias", "aten::lift_fresh", "aten::clone", "aten::unsqueeze_",
     "aten::reciprocal", "aten::minimum", "aten::maximum", "aten::embedding",
+    "aten::argmin", "aten::one_hot",
 })
 
 
@@ -75,7 +77,14 @@ def scatter_macs(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
     return prod(_shape(inputs[3] if len(inputs) > 3 else inputs[-1]))
 
 
+def cdist_macs(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """Pairwise distances x1 (..., P, C) to x2 (..., R, C): one multiply-add per P*R*C."""
+    x1, x2 = _shape(inputs[0]), _shape(inputs[1])
+    return prod(x1[:-2]) * x1[-2] * x2[-2] * x1[-1]
+
+
 EXTRA_HANDLES = {
+    "aten::cdist": cdist_macs,
     "aten::scaled_dot_product_attention": sdpa_macs,
     "aten::_native_multi_head_attention": native_mha_macs,
     "aten::scatter_reduce": scatter_macs,

@@ -47,12 +47,21 @@ def test_native_multi_head_attention_fast_path_is_counted():
 
 
 def test_uncounted_real_work_fails_loudly():
-    class Distances(nn.Module):
+    class Inverse(nn.Module):
         def forward(self, x):
-            return torch.cdist(x, x)
+            return torch.linalg.inv(x)
 
-    with pytest.raises(UncountedOperatorError, match="cdist"):
-        count_macs(Distances(), (torch.randn(4, 16, 8),))
+    with pytest.raises(UncountedOperatorError, match="linalg_inv"):
+        count_macs(Inverse(), (torch.randn(4, 8, 8),))
+
+
+def test_pairwise_distances_count_one_multiply_add_per_coordinate_pair():
+    class Distances(nn.Module):
+        def forward(self, x, y):
+            return torch.cdist(x, y)
+
+    count = count_macs(Distances(), (torch.randn(3, 16, 8), torch.randn(3, 5, 8)))
+    assert count.total == 3 * 16 * 5 * 8
 
 
 def video_cost(method: str, backbone: str) -> tuple[float, int]:
