@@ -93,6 +93,81 @@ def run(
 
 @app.command()
 @user_errors
+def sweep(
+    method: Annotated[str | None, typer.Option(help="Method name (`suite list methods`).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset card name.")] = "synthetic",
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials to add to the study.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="Optuna storage URL (default sqlite:///optuna.db here).")] = None,
+    study: Annotated[str | None, typer.Option(
+        help="Study name (default METHOD-DATASET); the same name resumes a sweep.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Base setting for every trial, as for `suite run`.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Optuna search over a method's knobs and learning rate; each trial is a logged run,
+    scored by validation text-to-video R-Sum (never test)."""
+    from suite import config as cfg
+
+    if method is None or trials is None:
+        raise UserError("--method and --trials are required; see `suite list methods`")
+    overrides: dict[str, Any] = {} if experiment is None else {"experiment": experiment}
+    overrides.update(cfg.parse_sets(set_ or []))
+
+    from suite.sweep import run_sweep
+
+    try:
+        summary = run_sweep(method, dataset, trials, overrides, storage, study, seed,
+                            tracking_uri)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if summary.complete_now == 0:
+        typer.echo(f"error: all {trials} trials failed (see above); study {summary.study} "
+                   f"in {summary.storage}", err=True)
+        raise typer.Exit(1)
+    if json_out:
+        typer.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+    else:
+        for line in summary.lines():
+            typer.echo(line)
+
+
+@app.command()
+@user_errors
+def report(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
+    format_: Annotated[str, typer.Option("--format", help="md, latex, csv or html.")] = "md",
+    out: Annotated[Path | None, typer.Option(
+        help="Write report.<ext> and R-Sum vs GFLOPs plots (PNG) here; else print the table.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Compare finished runs: one row per method and setting, mean ± std over seeds."""
+    formats = ("md", "latex", "csv", "html")
+    if format_ not in formats:
+        raise UserError(f"unknown --format {format_!r}; valid: {', '.join(formats)}")
+    from reports.errors import ReportError
+    from reports.files import write_report
+    from reports.runs import load_runs
+    from reports.tables import comparison_table, render
+    from suite.tracking import tracking_uri as resolve_uri
+
+    try:
+        table = comparison_table(load_runs(experiment, resolve_uri(tracking_uri)))
+        if out is None:
+            typer.echo(render(table, format_), nl=False)
+        else:
+            for path in write_report(table, format_, out):
+                typer.echo(str(path))
+    except ReportError as exc:
+        raise UserError(str(exc)) from None
+
+
+@app.command()
+@user_errors
 def profile(
     method: Annotated[str | None, typer.Option(help="Method; see `suite list methods`.")] = None,
     backbone: Annotated[str, typer.Option(help="open_clip model name.")] = "ViT-B-32",
@@ -222,6 +297,41 @@ def prepare(
             typer.echo(line)
     if strict and report.problems:
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def merges(
+    method: Annotated[str | None, typer.Option(
+        help="A merging method (tempme, tempme-full, tome), untrained.")] = None,
+    run_id: Annotated[str | None, typer.Option(
+        "--run", help="MLflow run id: its config and trained weights.")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset card (with --method).")] = "synthetic",
+    split: Annotated[str, typer.Option(help="Split the video comes from.")] = "test",
+    video: Annotated[int, typer.Option(help="Index of the video in the split.")] = 0,
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("merges.png"),
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value, as for `suite run` (with --method).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Draw which patches of which frames merged into the same token (one video)."""
+    from suite import config as cfg
+    from suite.merges import run_artifacts, visualise
+    from suite.tracking import tracking_uri as resolve_uri
+
+    if (method is None) == (run_id is None):
+        raise UserError("give either --method M or --run RUN_ID")
+    weights = None
+    if run_id is not None:
+        config_file, weights = run_artifacts(run_id, resolve_uri(tracking_uri))
+        resolved = cfg.load_file(config_file)
+    else:
+        assert method is not None
+        resolved = cfg.apply_overrides(cfg.base_for(method, dataset),
+                                       cfg.parse_sets(set_ or []))
+    result = visualise(resolved, weights, video, split, out)
+    typer.echo(f"{out}: {result.output_sequences} sequence(s), {result.output_tokens} tokens; "
+               f"patches merged into {result.patch_groups} tokens")
 
 
 def main() -> None:

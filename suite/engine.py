@@ -36,6 +36,8 @@ class RunResult:
     test: dict[str, float]
     best_epoch: int | None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Metrics of the selection split for the kept weights (validation unless select_on="test").
+    selection: dict[str, float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -108,8 +110,9 @@ class Trainer:
         return evaluate(self.model, split, self.tokenize, self.image, self.device,
                         t.eval_batch_size, t.num_workers, self.show_progress)
 
-    def fit(self, select_split: Any) -> int | None:
-        """Train every epoch, evaluate ``select_split`` after each, restore the best epoch.
+    def fit(self, select_split: Any) -> tuple[int, dict[str, float]]:
+        """Train every epoch, evaluate ``select_split`` after each, restore the best epoch;
+        return that epoch and its selection metrics.
 
         Per-epoch selection metrics are logged as ``val/...``, or ``test_epoch/...`` when a run
         selects on the test split (the papers' practice), apart from the final ``test/...``.
@@ -124,7 +127,7 @@ class Trainer:
                             f"training samples")
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
-        best: tuple[float, int, dict] | None = None
+        best: tuple[dict[str, float], int, dict] | None = None
         for epoch in range(t.epochs):
             sampler.set_epoch(epoch)
             self.model.train()
@@ -157,19 +160,18 @@ class Trainer:
             tracking.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=epoch)
             console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
                           f"{prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}")
-            if best is None or metrics["t2v_rsum"] > best[0]:
-                best = (metrics["t2v_rsum"], epoch, self.model.trainable_state())
+            if best is None or metrics["t2v_rsum"] > best[0]["t2v_rsum"]:
+                best = (metrics, epoch, self.model.trainable_state())
         assert best is not None
         self.model.load_trainable_state(best[2])
-        return best[1]
+        return best[1], best[0]
 
 
-def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -> RunResult:
-    """Execute one fully resolved run and log it to MLflow."""
-    # Everything a user can get wrong is checked before an MLflow run is opened.
+def check(config: RunConfig) -> None:
+    """Everything a user can get wrong, checked before an MLflow run is opened."""
     method_config(config)
-    card = load_card(config.dataset)
-    device = resolve_device(config.device)
+    load_card(config.dataset)
+    resolve_device(config.device)
     check_backbone_name(config.backbone)
     if config.words > text_context(config.backbone):
         raise UserError(f"words {config.words} exceeds the text context of {config.backbone} "
@@ -178,11 +180,21 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
         raise UserError(f"unknown --select-on {config.select_on!r}; valid: val, test")
     if config.on_bad_video not in ("fail", "skip"):
         raise UserError(f"unknown --on-bad-video {config.on_bad_video!r}; valid: fail, skip")
-    tags = {"method": config.method, "dataset": config.dataset, "backbone": config.backbone,
-            "pretrained": str(config.pretrained), "device": str(device),
-            "selected_on": config.select_on, **environment_tags()}
+
+
+def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
+        tags: dict[str, str] | None = None) -> RunResult:
+    """Execute one fully resolved run and log it to MLflow; ``tags`` are added to the run's."""
+    check(config)
+    card = load_card(config.dataset)
+    device = resolve_device(config.device)
+    run_tags = {"method": config.method, "dataset": config.dataset,
+                "backbone": config.backbone, "pretrained": str(config.pretrained),
+                "device": str(device), "selected_on": config.select_on, **environment_tags(),
+                **(tags or {})}
     name = f"{config.method}-{config.dataset}-{config.backbone}"
-    with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, tags) as active:
+    with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name,
+                             run_tags) as active:
         tracking.log_params(config.flat())
         backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
         # Seeded after loading: a first-time pre-training must not change what follows.
@@ -190,16 +202,22 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
         model = build_model(config, backbone).to(device)
         trainer = Trainer(model, config, card, backbone, device, show_progress)
         test = trainer.split("test")
-        best_epoch = None
+        best_epoch: int | None = None
+        selection: dict[str, float] = {}
         training: dict[str, float] = {
             "cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
         if model.trainable_parameters() and config.train.epochs > 0:
             select = test if config.select_on == "test" else trainer.split("val")
             started = time.perf_counter()
             with PeakMemory(device) as memory:
-                best_epoch = trainer.fit(select)
+                best_epoch, selection = trainer.fit(select)
             training.update(training_figures(trainer.step_seconds, memory.peak_mib,
                                              time.perf_counter() - started))
+        elif config.select_on == "val":
+            # Nothing trains: validation is still evaluated once, so every run has its
+            # selection figures (a sweep's objective) and its val/ metrics.
+            selection = trainer.evaluate(trainer.split("val"))
+            tracking.log_metrics({f"val/{k}": v for k, v in selection.items()}, step=0)
         trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
         model.fold()
         metrics = trainer.evaluate(test)
@@ -208,7 +226,8 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True) -
                                       device, default_batch(device))
         tracking.log_metrics({**training, **as_metrics(inference)})
         log_outputs(config, trained, metrics, best_epoch)
-        return RunResult(active.info.run_id, metrics, best_epoch)
+        return RunResult(active.info.run_id, metrics, best_epoch,
+                         selection=selection or metrics)  # untrained, select_on test: the same
 
 
 def training_figures(step_seconds: list[float], peak_mib: float, total: float

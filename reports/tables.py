@@ -1,0 +1,136 @@
+"""The comparison table: one row per (dataset, backbone, method, selected_on), over seeds."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+
+import pandas as pd
+
+from reports.errors import ReportError
+
+RSUM = "R-Sum"
+GFLOPS = "GFLOPs (MACs)"
+Format = Callable[[float], str]
+
+
+def _gflops(value: float) -> str:
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+#: (column label, MLflow metric, number format, std shown whenever n > 1).
+#: Retrieval metrics always show their spread; cost figures only when it is not zero
+#: (GFLOPs, tokens and parameters do not depend on the seed).
+COLUMNS: list[tuple[str, str, Format, bool]] = [
+    ("R@1", "test/t2v_R1", "{:.1f}".format, True),
+    ("R@5", "test/t2v_R5", "{:.1f}".format, True),
+    ("R@10", "test/t2v_R10", "{:.1f}".format, True),
+    ("MdR", "test/t2v_MdR", "{:.1f}".format, True),
+    ("MnR", "test/t2v_MnR", "{:.1f}".format, True),
+    (RSUM, "test/t2v_rsum", "{:.1f}".format, True),
+    (GFLOPS, "cost/video_gmacs", _gflops, False),
+    ("tokens", "cost/output_tokens", "{:.0f}".format, False),
+    ("trainable params", "cost/params_trainable", "{:,.0f}".format, False),
+    ("videos/s", "cost/videos_per_second", "{:.2f}".format, False),
+    ("train peak MiB", "cost/training_peak_mib", "{:.0f}".format, False),
+]
+KEYS = ["dataset", "backbone", "method", "selected_on"]
+FORMATS = {"md": "md", "latex": "tex", "csv": "csv", "html": "html"}  # format -> extension
+TEST_MARK = "†"
+NOTES = [
+    "Text-to-video retrieval on the test split; mean ± std over runs (seeds) when n > 1.",
+    f"{GFLOPS} = multiply-adds of the visual tower per video, the protocol's (and the "
+    "papers') convention; tokens = tokens leaving the last visual block per video.",
+]
+TEST_NOTE = f"{TEST_MARK} selected on test split (papers' practice); other rows on validation."
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate tidy runs (``reports.runs.load_runs``): the keys, ``n``, then per column of
+    ``COLUMNS`` its mean under the label and its std under ``"<label> std"`` (NaN when n = 1).
+
+    Rows are sorted by dataset, backbone, method, then validation-selected before test-selected.
+    """
+    frame = runs.copy()
+    for _, metric, _, _ in COLUMNS:
+        if metric not in frame:
+            frame[metric] = math.nan
+    grouped = frame.groupby(KEYS, sort=False)
+    table = grouped.size().rename("n").to_frame()
+    for label, metric, _, _ in COLUMNS:
+        table[label] = grouped[metric].mean()
+        table[f"{label} std"] = grouped[metric].std()
+    table = table.reset_index()
+    order = table["selected_on"].map({"val": 0, "test": 1}).fillna(2)
+    return (table.assign(_order=order)
+            .sort_values(["dataset", "backbone", "method", "_order"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """The table as ``md``, ``latex``, ``csv`` (numbers, std in their own columns) or ``html``."""
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    headers, rows = display_cells(table)
+    notes = NOTES + ([TEST_NOTE] if (table["selected_on"] == "test").any() else [])
+    return {"md": _markdown, "latex": _latex, "html": _html}[fmt](headers, rows, notes)
+
+
+def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells: ``mean ± std``, ``-`` for a missing figure, † on methods
+    selected on test."""
+    headers = ["dataset", "backbone", "method", "n"] + [label for label, *_ in COLUMNS]
+    rows = []
+    for _, row in table.iterrows():
+        method = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
+        cells = [row["dataset"], row["backbone"], method, str(row["n"])]
+        for label, _, number, always_std in COLUMNS:
+            mean, std = row[label], row[f"{label} std"]
+            if pd.isna(mean):
+                cells.append("-")
+                continue
+            cell = number(mean)
+            if row["n"] > 1 and not pd.isna(std) and (always_std or std > 0):
+                cell += " ± " + number(std)
+            cells.append(cell)
+        rows.append(cells)
+    return headers, rows
+
+
+def _markdown(headers: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---"] * 3 + ["---:"] * (len(headers) - 3)
+    body = [line(headers), "|" + "|".join(align) + "|", *(line(r) for r in rows)]
+    return "\n".join(body + [""] + notes) + "\n"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+          "^": r"\textasciicircum{}", "±": r"$\pm$", TEST_MARK: r"$^\dagger$"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_LATEX.get(char, char) for char in text)
+
+
+def _latex(headers: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    def line(cells: list[str]) -> str:
+        return " & ".join(_tex(c) for c in cells) + r" \\"
+
+    spec = "lll" + "r" * (len(headers) - 3)
+    body = ["% needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+            line(headers), r"\midrule", *(line(r) for r in rows), r"\bottomrule",
+            r"\end{tabular}", ""]
+    body += [r"\par{\footnotesize " + _tex(note) + "}" for note in notes]
+    return "\n".join(body) + "\n"
+
+
+def _html(headers: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    table = pd.DataFrame(rows, columns=headers).to_html(index=False, border=0,
+                                                        classes="tvr-report")
+    return table + "\n" + "".join(f"<p>{html.escape(note)}</p>\n" for note in notes)

@@ -1,0 +1,173 @@
+"""Hyper-parameter sweeps: an Optuna study whose trials are suite runs.
+
+Each trial draws the method's knobs (``Method.search_space``) and a learning rate ``train.lr``
+(log-uniform over a tenth to ten times the base config's), runs ``suite.engine.run`` and reports
+the validation text-to-video R-Sum of the selected epoch; the test split never steers a sweep.
+Studies live in an Optuna storage (default ``optuna.db`` here), so an interrupted sweep resumes
+under the same study name. A trial that raises is marked FAIL and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from suite import engine
+from suite.config import RunConfig, apply_overrides, base_for
+from suite.errors import UserError
+from suite.progress import console
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+OBJECTIVE = "val/t2v_rsum"
+
+
+@dataclass
+class SweepSummary:
+    """The study after a sweep; ``best_*`` cover every trial of the study, resumed ones too."""
+
+    study: str
+    storage: str
+    objective: str
+    trials: int  # all trials in the study
+    complete: int
+    failed: int
+    complete_now: int  # completed by this invocation
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] | None = None
+    best_mlflow_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        head = (f"study {self.study}: {self.trials} trials ({self.complete} complete, "
+                f"{self.failed} failed) in {self.storage}")
+        if self.best_trial is None:
+            return [head]
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in (self.best_params or {}).items())
+        return [head, f"best trial {self.best_trial}: val t2v R-Sum {self.best_value:.2f} "
+                      f"({params}), MLflow run {self.best_mlflow_run_id}"]
+
+
+def say(text: str) -> None:
+    """One progress line on stderr, printed as it is (no markup, no wrapping)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error message (empty if it has none)."""
+    return (str(exc).splitlines() or [""])[0]
+
+
+def draw(trial: Any, method: Any, base_lr: float) -> dict[str, Any]:
+    """A trial's overrides: the method's knobs and a log-uniform learning rate."""
+    overrides = {f"method.{k}": v for k, v in method.search_space(trial).items()}
+    overrides["train.lr"] = trial.suggest_float("train.lr", base_lr / 10, base_lr * 10, log=True)
+    return overrides
+
+
+def base_config(method: str, dataset: str, overrides: dict[str, Any]) -> RunConfig:
+    """The config every trial starts from, checked as ``suite run`` would check it, and
+    refused if it selects on test or fixes a setting the sweep searches."""
+    from methods.registry import get
+
+    config = apply_overrides(base_for(method, dataset), overrides)
+    engine.check(config)
+    if config.select_on != "val":
+        raise UserError("a sweep selects on validation; drop select_on=test "
+                        "(tuning on the test split would report an optimistic test figure)")
+    searched = draw(optuna.create_study().ask(), get(method), config.train.lr)
+    clash = sorted(set(overrides) & set(searched))
+    if clash:
+        raise UserError(f"--set {', '.join(clash)} is searched by the sweep (searched: "
+                        f"{', '.join(sorted(searched))}); drop it, or use `suite run`")
+    return config
+
+
+def open_study(name: str, storage: str, method: str, dataset: str, seed: int | None
+               ) -> optuna.Study:
+    """Create or resume the study; a study of another method or dataset is refused."""
+    import sqlalchemy.exc
+
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                    load_if_exists=True)
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise UserError(f"cannot open Optuna storage {storage!r}: {first_line(exc)}") from None
+    made_for = (study.user_attrs.get("method", method), study.user_attrs.get("dataset", dataset))
+    maximises = study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    if not maximises or made_for != (method, dataset):
+        raise UserError(f"study {name!r} in {storage} is not a sweep of {method} on {dataset}; "
+                        f"choose another --study")
+    study.set_user_attr("method", method)
+    study.set_user_attr("dataset", dataset)
+    # Reseeded by the trials so far: a resumed sweep does not repeat the first draws.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=None if seed is None else seed + len(study.trials))
+    return study
+
+
+def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
+              uri: str | None) -> tuple[float, str]:
+    """One suite run with the trial's draw; its selection R-Sum and MLflow run id."""
+    config = apply_overrides(config, draw(trial, method, config.train.lr))
+    result = engine.run(config, uri, show_progress=False,
+                        tags={"sweep": study, "trial": str(trial.number)})
+    return result.selection["t2v_rsum"], result.run_id
+
+
+def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
+              storage: str | None = None, study_name: str | None = None,
+              seed: int | None = 0, uri: str | None = None) -> SweepSummary:
+    """Run ``trials`` more trials of the study; user errors are raised before the first."""
+    from methods.registry import get
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage or DEFAULT_STORAGE
+    name = study_name or f"{method}-{dataset}"
+    config = base_config(method, dataset, overrides)
+    study = open_study(name, storage, method, dataset, seed)
+    say(f"sweep {name}: {trials} trials of {method} on {dataset}, maximising {OBJECTIVE}; "
+        f"{len(study.trials)} trials already in {storage}")
+    complete_now = 0
+    for _ in range(trials):
+        trial = study.ask()
+        try:
+            value, run_id = run_trial(trial, config, get(method), name, uri)
+        except Exception as exc:  # one bad trial (or knob combination) must not end the sweep
+            line = f"{type(exc).__name__}: {first_line(exc)}"
+            trial.set_user_attr("error", line)
+            study.tell(trial, state=TrialState.FAIL)
+            say(f"trial {trial.number} failed: {line}")
+            continue
+        except BaseException:  # Ctrl-C: the MLflow run ended KILLED; finished trials stay
+            study.tell(trial, state=TrialState.FAIL)
+            say(f"interrupted: trial {trial.number} marked failed; rerun with --study {name} "
+                f"to resume")
+            raise
+        trial.set_user_attr("mlflow_run_id", run_id)
+        study.tell(trial, value)
+        complete_now += 1
+        best = study.best_trial
+        say(f"trial {trial.number}: val t2v R-Sum {value:.2f}, MLflow run {run_id}; "
+            f"best so far trial {best.number} ({best.value:.2f})")
+    return summarize(study, storage, complete_now)
+
+
+def summarize(study: optuna.Study, storage: str, complete_now: int) -> SweepSummary:
+    """Counts and the best trial of the whole study."""
+    states = [t.state for t in study.trials]
+    summary = SweepSummary(study.study_name, storage, OBJECTIVE, len(states),
+                           states.count(TrialState.COMPLETE), states.count(TrialState.FAIL),
+                           complete_now)
+    if summary.complete:
+        best = study.best_trial
+        summary.best_trial, summary.best_value = best.number, best.value
+        summary.best_params = best.params
+        summary.best_mlflow_run_id = best.user_attrs.get("mlflow_run_id")
+    return summary
