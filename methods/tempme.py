@@ -40,10 +40,16 @@ class TempMeConfig(ScheduleConfig):
 
 
 def vision_depth(backbone: str) -> int:
-    """Number of blocks of an open_clip vision tower, read from its config (no model built)."""
+    """Number of blocks of an open_clip vision tower, read from its config (no model built).
+
+    Embedded configs (tiny-clip) must be registered first (``suite.backbone``); an unknown name
+    is an error rather than a guess, so that no schedule is validated against the wrong depth.
+    """
     import open_clip
 
-    config = open_clip.get_model_config(backbone) or {}
+    config = open_clip.get_model_config(backbone)
+    if config is None:
+        raise ValueError(f"unknown backbone {backbone!r}: open_clip has no config for it")
     return int(config.get("vision_cfg", {}).get("layers", 12))
 
 

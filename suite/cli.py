@@ -223,7 +223,9 @@ def profile(
 
 def _check_method_config(name: str, backbone: str, frames: int, options: dict) -> None:
     from methods.registry import get
+    from suite.backbone import check_backbone_name
 
+    check_backbone_name(backbone)  # registers the embedded configs methods read
     try:
         get(name).make_config(backbone, frames, options)
     except (ValueError, TypeError) as exc:

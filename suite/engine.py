@@ -169,10 +169,10 @@ class Trainer:
 
 def check(config: RunConfig) -> None:
     """Everything a user can get wrong, checked before an MLflow run is opened."""
+    check_backbone_name(config.backbone)  # registers the embedded configs methods read
     method_config(config)
     load_card(config.dataset)
     resolve_device(config.device)
-    check_backbone_name(config.backbone)
     if config.words > text_context(config.backbone):
         raise UserError(f"words {config.words} exceeds the text context of {config.backbone} "
                         f"({text_context(config.backbone)}); use --set words=N with N <= that")

@@ -259,8 +259,9 @@ def profile_method(method: str, backbone: str, frames: int, words: int, device: 
                    repeats: int = 10) -> dict[str, Any]:
     """Every cost figure of ``method`` on ``backbone`` with random weights (enough for cost)."""
     from methods import registry
-    from suite.backbone import load_backbone
+    from suite.backbone import check_backbone_name, load_backbone
 
+    check_backbone_name(backbone)  # registers the embedded configs methods read
     spec = registry.get(method)
     config = spec.make_config(backbone, frames, options or {})
     loaded = load_backbone(backbone, None, "cpu", show_progress=False)

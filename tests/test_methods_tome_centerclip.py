@@ -191,3 +191,26 @@ def test_lora_folds_without_changing_embeddings(tiny_clip, name):
         model.fold()
         after = model.encode_video(frames, mask)
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+
+
+def test_a_fresh_process_checks_tiny_clip_options_against_its_real_depth():
+    """`suite profile` checks method options before building anything: the embedded tiny-clip
+    config must be registered by then (6 blocks), not guessed as a 12-block tower."""
+    import subprocess
+    import sys
+
+    code = ("from suite.cli import _check_method_config\n"
+            "from suite.errors import UserError\n"
+            "try:\n"
+            "    _check_method_config('centerclip', 'tiny-clip', 12, {'cluster_layer': 7})\n"
+            "except UserError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "cluster_layer 7 is outside the backbone; valid: 0..5" in out.stdout
+
+
+def test_vision_depth_of_an_unknown_backbone_is_an_error():
+    from methods.tempme import vision_depth
+
+    with pytest.raises(ValueError, match="unknown backbone 'ViT-Q-99'"):
+        vision_depth("ViT-Q-99")
