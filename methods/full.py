@@ -25,4 +25,5 @@ METHOD = Method(
     reference="Luo et al., Neurocomputing 2022 (CLIP4Clip)",
     config_cls=FullConfig,
     build=build,
+    learning_rates=("lr_pretrained",),
 )

@@ -37,6 +37,8 @@ class Method:
     per-backbone overrides; ``validate(config, backbone, frames)`` refuses bad combinations
     before any model is built; ``search_space(trial)`` draws knobs for an Optuna sweep;
     ``build(clip, config, frames, backbone)`` turns an open_clip model into a retrieval model.
+    ``learning_rates`` names the ``train.*`` rates that reach the trainable parameters (``lr``
+    for new ones, ``lr_pretrained`` for backbone weights): the ones a sweep searches.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Method:
     search_space: Callable[[Any], dict[str, Any]] = field(default=lambda trial: {})
     defaults_for: Callable[[str, int], dict[str, Any]] = field(default=lambda backbone, frames: {})
     validate: Callable[[Any, str, int], None] = field(default=lambda config, backbone, frames: None)
+    learning_rates: tuple[str, ...] = ("lr",)
 
     def make_config(self, backbone: str, frames: int, overrides: dict[str, Any]) -> Any:
         """The method's config: dataclass defaults, then backbone defaults, then ``overrides``."""

@@ -21,4 +21,5 @@ METHOD = Method(
     build=build,
     search_space=search_space,
     validate=validate,
+    learning_rates=("lr", "lr_pretrained"),
 )

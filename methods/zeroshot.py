@@ -25,4 +25,5 @@ METHOD = Method(
     reference="Radford et al., ICML 2021 (CLIP); Luo et al., 2021 (CLIP4Clip mean pooling)",
     config_cls=ZeroShotConfig,
     build=build,
+    learning_rates=(),
 )

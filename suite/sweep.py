@@ -1,7 +1,8 @@
 """Hyper-parameter sweeps: an Optuna study whose trials are suite runs.
 
-Each trial draws the method's knobs (``Method.search_space``) and a learning rate ``train.lr``
-(log-uniform over a tenth to ten times the base config's), runs ``suite.engine.run`` and reports
+Each trial draws the method's knobs (``Method.search_space``) and the learning rates that reach
+its trainable parameters (``Method.learning_rates``: ``train.lr`` and/or ``train.lr_pretrained``,
+log-uniform over a tenth to ten times the base config's), runs ``suite.engine.run`` and reports
 the validation text-to-video R-Sum of the selected epoch; the test split never steers a sweep.
 Studies live in an Optuna storage (default ``optuna.db`` here), so an interrupted sweep resumes
 under the same study name. A trial that raises is marked FAIL and the sweep goes on.
@@ -16,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from suite import engine
-from suite.config import RunConfig, apply_overrides, base_for
+from suite.config import RunConfig, TrainConfig, apply_overrides, base_for
 from suite.errors import UserError
 from suite.progress import console
 
@@ -64,10 +65,13 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0]
 
 
-def draw(trial: Any, method: Any, base_lr: float) -> dict[str, Any]:
-    """A trial's overrides: the method's knobs and a log-uniform learning rate."""
+def draw(trial: Any, method: Any, train: TrainConfig) -> dict[str, Any]:
+    """A trial's overrides: the method's knobs and its learning rates (log-uniform)."""
     overrides = {f"method.{k}": v for k, v in method.search_space(trial).items()}
-    overrides["train.lr"] = trial.suggest_float("train.lr", base_lr / 10, base_lr * 10, log=True)
+    for name in method.learning_rates:
+        base = getattr(train, name)
+        overrides[f"train.{name}"] = trial.suggest_float(f"train.{name}", base / 10, base * 10,
+                                                         log=True)
     return overrides
 
 
@@ -81,7 +85,10 @@ def base_config(method: str, dataset: str, overrides: dict[str, Any]) -> RunConf
     if config.select_on != "val":
         raise UserError("a sweep selects on validation; drop select_on=test "
                         "(tuning on the test split would report an optimistic test figure)")
-    searched = draw(optuna.create_study().ask(), get(method), config.train.lr)
+    searched = draw(optuna.create_study().ask(), get(method), config.train)
+    if not searched:
+        raise UserError(f"method {method!r} has nothing to search (no knobs, nothing trains); "
+                        f"use `suite run`")
     clash = sorted(set(overrides) & set(searched))
     if clash:
         raise UserError(f"--set {', '.join(clash)} is searched by the sweep (searched: "
@@ -115,7 +122,7 @@ def open_study(name: str, storage: str, method: str, dataset: str, seed: int | N
 def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
               uri: str | None) -> tuple[float, str]:
     """One suite run with the trial's draw; its selection R-Sum and MLflow run id."""
-    config = apply_overrides(config, draw(trial, method, config.train.lr))
+    config = apply_overrides(config, draw(trial, method, config.train))
     result = engine.run(config, uri, show_progress=False,
                         tags={"sweep": study, "trial": str(trial.number)})
     return result.selection["t2v_rsum"], result.run_id

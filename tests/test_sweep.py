@@ -139,6 +139,9 @@ def test_ctrl_c_exits_130_and_keeps_the_study(stores, monkeypatch):
     (["--method", "lora", "--trials", "1", "--set", "method.rnak=4"], "no option rnak"),
     (["--method", "lora", "--trials", "1", "--set", "train.lr=1e-3"], "searched by the sweep"),
     (["--method", "lora", "--trials", "1", "--set", "select_on=test"], "selects on validation"),
+    (["--method", "zeroshot", "--trials", "1"], "has nothing to search"),
+    (["--method", "full", "--trials", "1", "--set", "train.lr_pretrained=1e-4"],
+     "searched by the sweep"),
     (["--method", "lora"], "--method and --trials are required"),
     (["--method", "lora", "--trials", "1", "--storage", "nonsense"], "cannot open Optuna"),
 ])
@@ -169,3 +172,20 @@ def test_an_untrained_run_still_reports_its_validation_figures(stores):
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.data.metrics["val/t2v_rsum"] == pytest.approx(result.selection["t2v_rsum"])
     assert run.data.tags["sweep"] == "s"
+
+
+@pytest.mark.parametrize("method, rates", [
+    ("lora", {"train.lr"}),
+    ("full", {"train.lr_pretrained"}),  # every trainable weight is a pretrained one
+    ("tempme-full", {"train.lr", "train.lr_pretrained"}),
+])
+def test_a_sweep_searches_the_learning_rates_that_reach_the_trained_weights(method, rates):
+    from methods.registry import get
+    from suite.config import TrainConfig
+
+    train = TrainConfig(lr=1e-3, lr_pretrained=1e-5)
+    drawn = sweep.draw(optuna.create_study().ask(), get(method), train)
+    assert {k for k in drawn if k.startswith("train.")} == rates
+    bounds = {"train.lr": (1e-4, 1e-2), "train.lr_pretrained": (1e-6, 1e-4)}
+    for name in rates:
+        assert bounds[name][0] <= drawn[name] <= bounds[name][1]
