@@ -39,19 +39,21 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
+    def _sample_once(self) -> None:
         import psutil
 
-        process = psutil.Process()
-        while not self._stop.is_set():
-            self.peak_mib = max(self.peak_mib, process.memory_info().rss / 2**20)
-            self._stop.wait(self.interval)
+        self.peak_mib = max(self.peak_mib, psutil.Process().memory_info().rss / 2**20)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample_once()
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         elif not _reset_high_water_mark():
+            self._sample_once()  # a block shorter than one interval still gets a figure
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -65,25 +67,31 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
+            self._sample_once()
 
 
 def _reset_high_water_mark() -> bool:
-    """Reset the kernel's peak resident set of this process to its current size (Linux 4.0+)."""
+    """Reset the kernel's peak resident set of this process to its current size (Linux 4.0+);
+    False where that is not possible or does not take effect."""
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
-        _high_water_mark_mib()
+        return _high_water_mark_mib() <= _status_mib("VmRSS") + 16  # the reset took effect
     except (OSError, ValueError):
         return False
-    return True
 
 
 def _high_water_mark_mib() -> float:
+    return _status_mib("VmHWM")
+
+
+def _status_mib(field: str) -> float:
+    """A ``kB`` field of ``/proc/self/status`` in MiB."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise ValueError("no VmHWM line in /proc/self/status")
+    raise ValueError(f"no {field} line in /proc/self/status")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,16 @@
 """`suite profile` and the measurement helpers behind it, on the tiny backbone."""
 
 import json
-import time
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
-from suite import profiling
 from suite.cli import app
-from suite.profiling import PeakMemory, Timing, time_calls
+from suite.profiling import Timing, time_calls
 
 runner = CliRunner()
 
@@ -42,26 +43,36 @@ def test_profile_all_lists_every_method_and_merging_saves_work():
     assert np.isnan(rows["zeroshot"]["seconds_per_step"])
 
 
-def _peak_of_a_256_mib_block(hold_seconds: float) -> tuple[float, float]:
-    with PeakMemory(torch.device("cpu")) as baseline:
-        torch.zeros(1).sum()
-    with PeakMemory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20)  # 256 MiB of float32, touched
-        block.sum()
-        time.sleep(hold_seconds)
-        del block
-    return baseline.peak_mib, memory.peak_mib
+PEAK_PROBE = """
+import json, sys, time
+import torch
+from suite import profiling
+if sys.argv[1] == "sampling":
+    profiling._reset_high_water_mark = lambda: False
+cpu = torch.device("cpu")
+big = torch.ones(256 * 2**20 // 4)  # 1 GiB of float32, touched, freed before measuring
+big.sum()
+del big
+with profiling.PeakMemory(cpu) as baseline:
+    torch.zeros(1).sum()
+with profiling.PeakMemory(cpu) as block:
+    x = torch.ones(64 * 2**20)  # 256 MiB, touched
+    x.sum()
+    time.sleep(0.2 if sys.argv[1] == "sampling" else 0.0)
+    del x
+print(json.dumps([baseline.peak_mib, block.peak_mib]))
+"""
 
 
-def test_peak_memory_sees_a_short_lived_allocation_on_cpu():
-    baseline, peak = _peak_of_a_256_mib_block(hold_seconds=0.0)
+@pytest.mark.parametrize("mode", ["high-water-mark", "sampling"])
+def test_peak_memory_sees_an_allocation_and_forgets_earlier_peaks(mode):
+    """In a fresh process, so no other test's allocator state decides what becomes resident: the
+    peak of a block counts a 256 MiB allocation, but not the 1 GiB freed before the block."""
+    out = subprocess.run([sys.executable, "-c", PEAK_PROBE, mode], capture_output=True,
+                         text=True, check=True)
+    baseline, peak = json.loads(out.stdout)
     assert peak >= baseline + 200
-
-
-def test_peak_memory_falls_back_to_sampling_without_proc(monkeypatch):
-    monkeypatch.setattr(profiling, "_reset_high_water_mark", lambda: False)
-    baseline, peak = _peak_of_a_256_mib_block(hold_seconds=0.2)
-    assert peak >= baseline + 200
+    assert baseline < peak < baseline + 600  # the earlier 1 GiB is not this block's peak
 
 
 def test_time_calls_warms_up_then_times_each_call():
