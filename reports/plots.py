@@ -30,10 +30,10 @@ def rsum_vs_gflops(table: pd.DataFrame, folder: Path) -> list[Path]:
         axes = figure.add_subplot()
         axes.errorbar(points[GFLOPS], points[RSUM], yerr=points[f"{RSUM} std"].fillna(0),
                       fmt="o", capsize=3)
-        for _, row in points.iterrows():
+        for (_, row), offset in zip(points.iterrows(), label_offsets(points), strict=True):
             label = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
             axes.annotate(label, (row[GFLOPS], row[RSUM]), textcoords="offset points",
-                          xytext=(5, 5), fontsize=9)
+                          xytext=offset, fontsize=9)
         axes.set_xlabel("video GFLOPs (multiply-adds per video)")
         axes.set_ylabel("text-to-video R-Sum (test)")
         axes.set_title(f"{dataset}, {backbone}")
@@ -45,6 +45,20 @@ def rsum_vs_gflops(table: pd.DataFrame, folder: Path) -> list[Path]:
         atomic_write(path, partial(figure.savefig, format="png", dpi=150))
         paths.append(path)
     return paths
+
+
+def label_offsets(points: pd.DataFrame) -> list[tuple[int, int]]:
+    """Label offsets (points) that step labels down when an earlier point sits close to the
+    right-hand side of the same spot, where its label would overlap."""
+    xs, ys = points[GFLOPS].to_numpy(), points[RSUM].to_numpy()
+    x_span = float(xs.max() - xs.min()) or 1.0
+    y_span = float(ys.max() - ys.min()) or 1.0
+    offsets = []
+    for i in range(len(points)):
+        crowd = sum(1 for j in range(i) if abs(xs[j] - xs[i]) < 0.15 * x_span
+                    and abs(ys[j] - ys[i]) < 0.03 * y_span)
+        offsets.append((5, 5 - 12 * crowd))
+    return offsets
 
 
 def _slug(text: str) -> str:

@@ -214,3 +214,13 @@ def test_end_to_end_run_then_report(tmp_path, monkeypatch):
     assert row["n"] == 1 and row["selected_on"] == "val" and row["backbone"] == "tiny-clip"
     assert row["R-Sum"] == pytest.approx(summary["test"]["t2v_rsum"])
     assert row["GFLOPs (MACs)"] > 0 and row["trainable params"] > 0
+
+
+def test_labels_of_points_at_the_same_spot_are_stacked():
+    import pandas as pd
+
+    from reports.plots import label_offsets
+    from reports.tables import GFLOPS, RSUM
+
+    points = pd.DataFrame({GFLOPS: [1.0, 1.01, 2.0], RSUM: [50.0, 50.1, 90.0]})
+    assert label_offsets(points) == [(5, 5), (5, -7), (5, 5)]
