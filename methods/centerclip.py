@@ -31,7 +31,7 @@ from torch import nn
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
 from methods.tempme import vision_depth
-from tempme.encoder import masked_mean
+from tempme.encoder import embed_images, masked_mean
 from tempme.lora import add_lora
 
 # -- k-medoids ----------------------------------------------------------------------------------
@@ -123,15 +123,6 @@ class CenterClipVideoEncoder(nn.Module):
         self.num_frames, self.cluster_layer = num_frames, cluster_layer
         self.segments, self.clusters, self.max_iters = segments, clusters, max_iters
 
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch + CLS + position embeddings and ln_pre, as the tower does (no patch dropout)."""
-        v = self.visual
-        x = v.conv1(images.to(v.conv1.weight.dtype))
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        return v.ln_pre(x)
-
     def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.visual.transformer.batch_first:
             return block(x)
@@ -152,7 +143,7 @@ class CenterClipVideoEncoder(nn.Module):
         batch, num_frames = frames.shape[:2]
         if num_frames != self.num_frames:
             raise ValueError(f"encoder built for {self.num_frames} frames, got {num_frames}")
-        x = self._embed(frames.flatten(0, 1))
+        x = embed_images(self.visual, frames.flatten(0, 1))
         cls = 1
         for layer, block in enumerate(self.visual.transformer.resblocks):
             if layer == self.cluster_layer:

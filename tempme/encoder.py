@@ -50,6 +50,16 @@ def baseline_video_embedding(visual: nn.Module, frames: torch.Tensor, mask: torc
     return masked_mean(F.normalize(out.view(b, f, -1), dim=-1), mask)
 
 
+def embed_images(visual: Any, images: torch.Tensor) -> torch.Tensor:
+    """Patch + CLS + position embeddings and ln_pre of an open_clip ``VisionTransformer``, as
+    the tower does before its blocks (no patch dropout): (N, 3, H, W) -> (N, 1 + P, C)."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    return visual.ln_pre(x)
+
+
 @dataclass
 class TempMeOutput:
     """What one forward produced.
@@ -136,15 +146,6 @@ class TempMeVideoEncoder(nn.Module):
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.forward_with_trace(frames, mask).embedding
 
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch + CLS + position embeddings and ln_pre, as the tower does (no patch dropout)."""
-        v = self.visual
-        x = v.conv1(images.to(v.conv1.weight.dtype))
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        return v.ln_pre(x)
-
     @staticmethod
     def _attention(block: Any, x: torch.Tensor, sizes: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +169,7 @@ class TempMeVideoEncoder(nn.Module):
         if num_frames != self.num_frames:
             raise ValueError(f"encoder built for {self.num_frames} frames, got {num_frames}")
         s = self.schedule
-        x = self._embed(frames.flatten(0, 1))  # (B*F, T, C): one sequence per frame
+        x = embed_images(self.visual, frames.flatten(0, 1))  # (B*F, T, C): one per frame
         tokens = x.shape[1]
         sizes = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
         sources = None
