@@ -31,7 +31,7 @@ from torch import nn
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
 from methods.tempme import vision_depth
-from tempme.encoder import embed_images, masked_mean
+from tempme.encoder import check_vision_transformer, embed_images, masked_mean
 from tempme.lora import add_lora
 
 # -- k-medoids ----------------------------------------------------------------------------------
@@ -116,6 +116,7 @@ class CenterClipVideoEncoder(nn.Module):
     def __init__(self, visual: nn.Module, num_frames: int, cluster_layer: int, segments: int,
                  clusters: int, max_iters: int = 100) -> None:
         super().__init__()
+        check_vision_transformer(visual)
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type",
                                                                      "tok") != "tok":
             raise TypeError("CenterCLIP needs CLS-token pooling (pool_type='tok')")

@@ -31,7 +31,7 @@ from torch import nn
 
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
-from tempme.encoder import masked_mean
+from tempme.encoder import check_vision_transformer, masked_mean
 from tempme.lora import add_lora
 
 
@@ -44,11 +44,7 @@ class PromptConfig:
 
 
 def _check_visual(visual: Any) -> None:
-    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer",
-              "ln_post", "proj")
-    missing = [name for name in needed if not hasattr(visual, name)]
-    if missing:
-        raise TypeError(f"expected an open_clip VisionTransformer, missing {', '.join(missing)}")
+    check_vision_transformer(visual)
     if getattr(visual, "attn_pool", None) is not None:
         raise TypeError("prompt tuning supports towers without an attentional pool")
     if getattr(visual, "pool_type", "tok") not in ("tok", "avg"):

@@ -87,13 +87,19 @@ def _join(t: torch.Tensor, group: int, cls: int) -> torch.Tensor:
     return torch.cat([head, tail], dim=1)
 
 
-def _check_visual(visual: Any) -> None:
-    """Fail early on towers this encoder cannot run faithfully."""
+def check_vision_transformer(visual: Any) -> None:
+    """Raise unless ``visual`` has the open_clip ``VisionTransformer`` parts that encoders
+    reusing the tower's modules read by name."""
     needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer",
               "ln_post", "proj")
     missing = [name for name in needed if not hasattr(visual, name)]
     if missing:
         raise TypeError(f"expected an open_clip VisionTransformer, missing {', '.join(missing)}")
+
+
+def _check_visual(visual: Any) -> None:
+    """Fail early on towers this encoder cannot run faithfully."""
+    check_vision_transformer(visual)
     pooling = getattr(visual, "pool_type", "tok")
     if getattr(visual, "attn_pool", None) is not None or pooling != "tok":
         raise TypeError("TempMe needs CLS-token pooling (pool_type='tok', no attentional pool)")
