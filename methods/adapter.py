@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -89,7 +89,7 @@ def add_adapters(tower: nn.Module, bottleneck: int | None) -> list[nn.Parameter]
     """Put an adapter after the MLP of every block of ``tower`` (an open_clip ``Transformer``
     with ``resblocks``), in place; returns the new parameters."""
     params: list[nn.Parameter] = []
-    for block in tower.resblocks:
+    for block in cast(list[Any], tower.resblocks):  # open_clip ResidualAttentionBlocks
         if isinstance(block.mlp, AdaptedMLP):
             raise ValueError("this tower already has adapters")
         width = _output_width(block.mlp)
@@ -100,7 +100,7 @@ def add_adapters(tower: nn.Module, bottleneck: int | None) -> list[nn.Parameter]
 
 def remove_adapters(tower: nn.Module) -> None:
     """Undo :func:`add_adapters`: every block gets its original MLP back."""
-    for block in tower.resblocks:
+    for block in cast(list[Any], tower.resblocks):
         if isinstance(block.mlp, AdaptedMLP):
             block.mlp = block.mlp.unwrap()
 

@@ -57,11 +57,25 @@ def run(
         "--set", help="key=value, e.g. train.lr=1e-4, method.rank=4, data.num_train=500.")] = None,
     config: Annotated[Path | None, typer.Option(help="Replay a logged config.json.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue an interrupted run (MLflow run id) from its last epoch.")] = None,
+    checkpoint_dir: Annotated[Path, typer.Option(
+        help="Where unfinished runs keep their epoch checkpoint.")] = Path("checkpoints"),
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Fine-tune and evaluate one method on one dataset; log everything to MLflow."""
     from suite import config as cfg
 
+    settings = (method, dataset, backbone, pretrained, epochs, batch_size, seed, frames,
+                data_root, device, select_on, on_bad_video, experiment, set_, config)
+    if resume is not None:
+        if any(value is not None for value in settings):
+            raise UserError("--resume takes no other settings: the run's config is in its "
+                            "checkpoint (only --tracking-uri, --checkpoint-dir and --json)")
+        from suite.engine import resume_run
+
+        print_result(resume_run(resume, tracking_uri, True, checkpoint_dir), json_out)
+        return
     if config is not None:
         resolved = cfg.load_file(config)
     elif method is None:
@@ -81,7 +95,12 @@ def run(
 
     from suite.engine import run as run_engine
 
-    result = run_engine(resolved, tracking_uri, show_progress=True)
+    print_result(run_engine(resolved, tracking_uri, show_progress=True,
+                            checkpoints=checkpoint_dir), json_out)
+
+
+def print_result(result: Any, json_out: bool) -> None:
+    """A finished run's test figures: one line, or JSON with the run id."""
     if json_out:
         typer.echo(json.dumps({"run_id": result.run_id, "test": result.test,
                                "best_epoch": result.best_epoch}, indent=2, sort_keys=True))

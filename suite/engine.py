@@ -6,6 +6,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite import tracking
+from suite import checkpoint, tracking
 from suite.backbone import Backbone, check_backbone_name, load_backbone, text_context
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
@@ -99,6 +100,7 @@ class Trainer:
         self.image = ImageSpec(backbone.image_size, backbone.mean, backbone.std)
         self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
         self.step_seconds: list[float] = []  # model step only, without data loading
+        self.seconds_before = 0.0  # training wall time of earlier processes (resumed runs)
 
     def split(self, name: str) -> Any:
         split = load_split(self.card, name, self.config)
@@ -110,12 +112,15 @@ class Trainer:
         return evaluate(self.model, split, self.tokenize, self.image, self.device,
                         t.eval_batch_size, t.num_workers, self.show_progress)
 
-    def fit(self, select_split: Any) -> tuple[int, dict[str, float]]:
+    def fit(self, select_split: Any, save: Callable[[dict[str, Any]], None] | None = None,
+            resume: dict[str, Any] | None = None) -> tuple[int, dict[str, float]]:
         """Train every epoch, evaluate ``select_split`` after each, restore the best epoch;
         return that epoch and its selection metrics.
 
         Per-epoch selection metrics are logged as ``val/...``, or ``test_epoch/...`` when a run
         selects on the test split (the papers' practice), apart from the final ``test/...``.
+        After each epoch ``save`` receives the training state (see suite.checkpoint); a
+        ``resume`` state continues after its last epoch, as if the run had not stopped.
         """
         prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
@@ -128,10 +133,21 @@ class Trainer:
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         best: tuple[dict[str, float], int, dict] | None = None
-        for epoch in range(t.epochs):
+        first_epoch = 0
+        if resume is not None:
+            self.model.load_trainable_state(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            scaler.load_state_dict(resume["scaler"])
+            best, first_epoch = resume["best"], resume["epoch"]
+            self.step_seconds = list(resume["step_seconds"])
+            self.seconds_before = resume["training_seconds"]
+            checkpoint.restore_rng_states(resume["rng"])
+        started = time.perf_counter()
+        for epoch in range(first_epoch, t.epochs):
             sampler.set_epoch(epoch)
             self.model.train()
-            losses, started = [], time.perf_counter()
+            losses, epoch_started = [], time.perf_counter()
             with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(batches),
                               enabled=self.show_progress) as advance:
                 for ids, frames, mask in batches:
@@ -152,7 +168,7 @@ class Trainer:
                     losses.append(loss.item())  # .item() synchronises CUDA: honest step times
                     self.step_seconds.append(time.perf_counter() - step_started)
                     advance(loss=losses[-1])
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - epoch_started
             tracking.log_metrics({"train/loss": float(np.mean(losses)),
                                   "train/epoch_seconds": seconds,
                                   "train/lr": scheduler.get_last_lr()[0]}, step=epoch)
@@ -162,6 +178,13 @@ class Trainer:
                           f"{prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}")
             if best is None or metrics["t2v_rsum"] > best[0]["t2v_rsum"]:
                 best = (metrics, epoch, self.model.trainable_state())
+            if save is not None:
+                save({"epoch": epoch + 1, "model": self.model.trainable_state(),
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "scaler": scaler.state_dict(), "best": best,
+                      "step_seconds": self.step_seconds, "rng": checkpoint.rng_states(),
+                      "training_seconds": self.seconds_before + time.perf_counter() - started})
+        self.seconds_before += time.perf_counter() - started
         assert best is not None
         self.model.load_trainable_state(best[2])
         return best[1], best[0]
@@ -183,8 +206,13 @@ def check(config: RunConfig) -> None:
 
 
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
-        tags: dict[str, str] | None = None) -> RunResult:
-    """Execute one fully resolved run and log it to MLflow; ``tags`` are added to the run's."""
+        tags: dict[str, str] | None = None, checkpoints: Path | None = checkpoint.DEFAULT_DIR,
+        resume: dict[str, Any] | None = None) -> RunResult:
+    """Execute one fully resolved run and log it to MLflow; ``tags`` are added to the run's.
+
+    Every epoch is checkpointed under ``checkpoints`` (None: not at all); ``resume``, a loaded
+    checkpoint (see ``resume_run``), continues its MLflow run after the checkpoint's epoch.
+    """
     check(config)
     card = load_card(config.dataset)
     device = resolve_device(config.device)
@@ -192,42 +220,88 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
                 "backbone": config.backbone, "pretrained": str(config.pretrained),
                 "device": str(device), "selected_on": config.select_on, **environment_tags(),
                 **(tags or {})}
+    if resume is not None:
+        run_tags["resumed_after_epoch"] = str(resume["epoch"])
     name = f"{config.method}-{config.dataset}-{config.backbone}"
-    with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name,
-                             run_tags) as active:
-        tracking.log_params(config.flat())
-        backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
-        # Seeded after loading: a first-time pre-training must not change what follows.
-        seed_everything(config.train.seed)
-        model = build_model(config, backbone).to(device)
-        trainer = Trainer(model, config, card, backbone, device, show_progress)
-        test = trainer.split("test")
-        best_epoch: int | None = None
-        selection: dict[str, float] = {}
-        training: dict[str, float] = {
-            "cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
-        if model.trainable_parameters() and config.train.epochs > 0:
-            select = test if config.select_on == "test" else trainer.split("val")
-            started = time.perf_counter()
-            with PeakMemory(device) as memory:
-                best_epoch, selection = trainer.fit(select)
-            training.update(training_figures(trainer.step_seconds, memory.peak_mib,
-                                             time.perf_counter() - started))
-        elif config.select_on == "val":
-            # Nothing trains: validation is still evaluated once, so every run has its
-            # selection figures (a sweep's objective) and its val/ metrics.
-            selection = trainer.evaluate(trainer.split("val"))
-            tracking.log_metrics({f"val/{k}": v for k, v in selection.items()}, step=0)
-        trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
-        model.fold()
-        metrics = trainer.evaluate(test)
-        tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-        inference = measure_inference(model, config.frames, backbone.image_size, config.words,
-                                      device, default_batch(device))
-        tracking.log_metrics({**training, **as_metrics(inference)})
-        log_outputs(config, trained, metrics, best_epoch)
-        return RunResult(active.info.run_id, metrics, best_epoch,
-                         selection=selection or metrics)  # untrained, select_on test: the same
+    with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, run_tags,
+                             run_id=None if resume is None else resume["run_id"]) as active:
+        run_id = active.info.run_id
+        if resume is None:
+            tracking.log_params(config.flat())
+        try:
+            result = _train_and_test(config, card, device, run_id, show_progress, checkpoints,
+                                     resume)
+        except BaseException:
+            if checkpoints and checkpoint.checkpoint_path(checkpoints, run_id).is_file():
+                console.print(f"[yellow]run {run_id} stopped; its last finished epoch is "
+                              f"checkpointed: suite run --resume {run_id}[/yellow]")
+            raise
+    if checkpoints is not None:
+        checkpoint.remove(checkpoints, run_id)
+    return result
+
+
+def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, run_id: str,
+                    show_progress: bool, checkpoints: Path | None,
+                    resume: dict[str, Any] | None) -> RunResult:
+    """The body of a run inside its MLflow run: train (or resume), select, test, log."""
+    seed_everything(config.train.seed)  # random weights (--pretrained none) from the seed
+    backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
+    # Seeded again after loading: a first-time pre-training must not change what follows.
+    seed_everything(config.train.seed)
+    model = build_model(config, backbone).to(device)
+    trainer = Trainer(model, config, card, backbone, device, show_progress)
+    test = trainer.split("test")
+    best_epoch: int | None = None
+    selection: dict[str, float] = {}
+    training: dict[str, float] = {
+        "cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
+    if model.trainable_parameters() and config.train.epochs > 0:
+        select = test if config.select_on == "test" else trainer.split("val")
+        save = None
+        if checkpoints is not None:
+            path = checkpoint.checkpoint_path(checkpoints, run_id)
+
+            def save(state: dict[str, Any]) -> None:
+                checkpoint.save_atomic({"run_id": run_id, "config": config.to_dict(), **state},
+                                       path)
+
+        with PeakMemory(device) as memory:
+            best_epoch, selection = trainer.fit(select, save, resume)
+        training.update(training_figures(trainer.step_seconds, memory.peak_mib,
+                                         trainer.seconds_before))
+    elif config.select_on == "val":
+        # Nothing trains: validation is still evaluated once, so every run has its
+        # selection figures (a sweep's objective) and its val/ metrics.
+        selection = trainer.evaluate(trainer.split("val"))
+        tracking.log_metrics({f"val/{k}": v for k, v in selection.items()}, step=0)
+    trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
+    model.fold()
+    metrics = trainer.evaluate(test)
+    tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+    inference = measure_inference(model, config.frames, backbone.image_size, config.words,
+                                  device, default_batch(device))
+    tracking.log_metrics({**training, **as_metrics(inference)})
+    log_outputs(config, trained, metrics, best_epoch)
+    return RunResult(run_id, metrics, best_epoch,
+                     selection=selection or metrics)  # untrained, select_on test: the same
+
+
+def resume_run(run_id: str, uri: str | None = None, show_progress: bool = True,
+               checkpoints: Path = checkpoint.DEFAULT_DIR) -> RunResult:
+    """Continue an interrupted run from its checkpoint, in the same MLflow run."""
+    from suite.config import from_dict
+
+    state = checkpoint.load(checkpoints, run_id)
+    status = tracking.run_status(tracking.tracking_uri(uri), run_id)
+    if status is None:
+        raise UserError(f"run {run_id} is not in the MLflow store {tracking.tracking_uri(uri)}; "
+                        f"pass the store it was logged to with --tracking-uri")
+    if status == "FINISHED":
+        raise UserError(f"run {run_id} has already finished; nothing to resume")
+    console.print(f"resuming run {run_id} after epoch {state['epoch']}")
+    return run(from_dict(state["config"]), uri, show_progress, checkpoints=checkpoints,
+               resume=state)
 
 
 def training_figures(step_seconds: list[float], peak_mib: float, total: float

@@ -26,9 +26,10 @@ def _quiet() -> None:
 
 
 @contextmanager
-def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]
-               ) -> Iterator[Any]:
-    """Start an MLflow run; it ends FINISHED, FAILED on an exception, KILLED on Ctrl-C."""
+def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
+               run_id: str | None = None) -> Iterator[Any]:
+    """Start an MLflow run (or reopen ``run_id``, to resume it); it ends FINISHED, FAILED on an
+    exception, KILLED on Ctrl-C."""
     import mlflow
 
     _quiet()
@@ -37,7 +38,10 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]
         artifacts = _artifact_root(uri)
         mlflow.create_experiment(experiment, artifact_location=artifacts)
     mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags=tags)
+    if run_id is None:
+        run = mlflow.start_run(run_name=run_name, tags=tags)
+    else:
+        run = mlflow.start_run(run_id=run_id, tags=tags)
     try:
         yield run
     except KeyboardInterrupt:
@@ -48,6 +52,18 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def run_status(uri: str, run_id: str) -> str | None:
+    """FINISHED, FAILED, KILLED or RUNNING; None when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    _quiet()
+    try:
+        return MlflowClient(uri).get_run(run_id).info.status
+    except MlflowException:
+        return None
 
 
 def _artifact_root(uri: str) -> str | None:

@@ -58,7 +58,7 @@ def test_zeroshot_trains_nothing_and_still_evaluates(store):
 
 
 def test_a_run_that_raises_ends_failed(store, monkeypatch):
-    def broken(self, split):
+    def broken(self, *args):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(engine.Trainer, "fit", broken)
@@ -69,7 +69,7 @@ def test_a_run_that_raises_ends_failed(store, monkeypatch):
 
 
 def test_ctrl_c_ends_killed(store, monkeypatch):
-    def interrupted(self, split):
+    def interrupted(self, *args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine.Trainer, "fit", interrupted)

@@ -82,11 +82,11 @@ def test_failing_trials_do_not_end_the_sweep(stores, monkeypatch):
     fit, draw = engine.Trainer.fit, sweep.draw
     calls = []
 
-    def fit_failing_first(self, split):
+    def fit_failing_first(self, *args):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("boom\nsecond line")
-        return fit(self, split)
+        return fit(self, *args)
 
     def draw_bad_knob_in_trial_1(trial, method, base_lr):
         overrides = draw(trial, method, base_lr)
@@ -110,7 +110,7 @@ def test_failing_trials_do_not_end_the_sweep(stores, monkeypatch):
 
 
 def test_every_trial_failing_exits_1(stores, monkeypatch):
-    def broken(self, split):
+    def broken(self, *args):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(engine.Trainer, "fit", broken)
@@ -122,7 +122,7 @@ def test_every_trial_failing_exits_1(stores, monkeypatch):
 def test_ctrl_c_exits_130_and_keeps_the_study(stores, monkeypatch):
     uri, storage = stores
 
-    def interrupted(self, split):
+    def interrupted(self, *args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine.Trainer, "fit", interrupted)
