@@ -29,6 +29,7 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 0
     eval_batch_size: int = 64
+    precision: str = "auto"  # fp16 autocast on CUDA, fp32 on CPU; or fp32, fp16, bf16
 
 
 @dataclass(frozen=True)

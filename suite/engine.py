@@ -22,7 +22,7 @@ from suite.data.cards import DatasetCard, load_card
 from suite.data.loading import ImageSpec, make_collate, to_pixels, training_loader
 from suite.data.registry import load_split
 from suite.data.skipped import log_skipped_videos
-from suite.device import autocast, resolve_device
+from suite.device import autocast, grad_scaler, resolve_device, resolve_precision
 from suite.errors import UserError
 from suite.evaluation import evaluate
 from suite.profiling import PeakMemory, as_metrics, default_batch, measure_inference
@@ -110,7 +110,7 @@ class Trainer:
     def evaluate(self, split: Any) -> dict[str, float]:
         t = self.config.train
         return evaluate(self.model, split, self.tokenize, self.image, self.device,
-                        t.eval_batch_size, t.num_workers, self.show_progress)
+                        t.eval_batch_size, t.num_workers, self.show_progress, t.precision)
 
     def fit(self, select_split: Any, save: Callable[[dict[str, Any]], None] | None = None,
             resume: dict[str, Any] | None = None) -> tuple[int, dict[str, float]]:
@@ -131,7 +131,7 @@ class Trainer:
             raise UserError(f"batch size {t.batch_size} exceeds the {sampler.samples()} "
                             f"training samples")
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
-        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        scaler = grad_scaler(self.device, t.precision)
         best: tuple[dict[str, float], int, dict] | None = None
         first_epoch = 0
         if resume is not None:
@@ -154,10 +154,11 @@ class Trainer:
                     step_started = time.perf_counter()
                     ids, mask = ids.to(self.device), mask.to(self.device)
                     pixels = to_pixels(frames, self.image, self.device)
-                    with autocast(self.device):
-                        loss = symmetric_infonce(self.model.encode_text(ids),
-                                                 self.model.encode_video(pixels, mask),
-                                                 self.model.logit_scale)
+                    with autocast(self.device, t.precision):
+                        text = self.model.encode_text(ids)
+                        video = self.model.encode_video(pixels, mask)
+                    # The loss in fp32 whatever the towers' precision.
+                    loss = symmetric_infonce(text.float(), video.float(), self.model.logit_scale)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
@@ -195,7 +196,7 @@ def check(config: RunConfig) -> None:
     check_backbone_name(config.backbone)  # registers the embedded configs methods read
     method_config(config)
     load_card(config.dataset)
-    resolve_device(config.device)
+    resolve_precision(config.train.precision, resolve_device(config.device))
     if config.words > text_context(config.backbone):
         raise UserError(f"words {config.words} exceeds the text context of {config.backbone} "
                         f"({text_context(config.backbone)}); use --set words=N with N <= that")
@@ -218,7 +219,9 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     device = resolve_device(config.device)
     run_tags = {"method": config.method, "dataset": config.dataset,
                 "backbone": config.backbone, "pretrained": str(config.pretrained),
-                "device": str(device), "selected_on": config.select_on, **environment_tags(),
+                "device": str(device), "selected_on": config.select_on,
+                "precision": resolve_precision(config.train.precision, device),
+                **environment_tags(),
                 **(tags or {})}
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])

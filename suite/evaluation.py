@@ -18,7 +18,8 @@ from suite.progress import progress_bar
 def embed_split(model: Any, split: VideoTextSplit,
                 tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
                 device: torch.device, batch_size: int, num_workers: int = 0,
-                show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                show_progress: bool = True, precision: str = "auto"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised caption embeddings (C, D) and video embeddings (V, D), on the CPU, fp32."""
     model.eval()
     videos = loader(Videos(split), batch_size, make_collate(tokenize), shuffle=False,
@@ -27,7 +28,7 @@ def embed_split(model: Any, split: VideoTextSplit,
     captions = split.captions
     total = len(videos) + (len(captions) + batch_size - 1) // batch_size
     with progress_bar(f"evaluating {split.name}", total, enabled=show_progress) as advance, \
-            autocast(device):
+            autocast(device, precision):
         for _, frames, mask in videos:
             pixels = to_pixels(frames, image, device)
             video_embs.append(model.encode_video(pixels, mask.to(device)).float().cpu())
@@ -42,9 +43,9 @@ def embed_split(model: Any, split: VideoTextSplit,
 def evaluate(model: Any, split: VideoTextSplit,
              tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
              device: torch.device, batch_size: int, num_workers: int = 0,
-             show_progress: bool = True) -> dict[str, float]:
+             show_progress: bool = True, precision: str = "auto") -> dict[str, float]:
     """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions)."""
     text, video = embed_split(model, split, tokenize, image, device, batch_size, num_workers,
-                              show_progress)
+                              show_progress, precision)
     positives = torch.from_numpy(split.positives())
     return retrieval_metrics(text @ video.t(), positives)
