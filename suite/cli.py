@@ -100,7 +100,12 @@ def run(
 
 
 def print_result(result: Any, json_out: bool) -> None:
-    """A finished run's test figures: one line, or JSON with the run id."""
+    """A finished run's test figures: one line, or JSON with the run id (under torchrun, by
+    the main process only)."""
+    from suite.distributed import is_main_process
+
+    if not is_main_process():
+        return
     if json_out:
         typer.echo(json.dumps({"run_id": result.run_id, "test": result.test,
                                "best_epoch": result.best_epoch}, indent=2, sort_keys=True))
@@ -133,6 +138,10 @@ def sweep(
 
     if method is None or trials is None:
         raise UserError("--method and --trials are required; see `suite list methods`")
+    from suite.distributed import from_environment
+
+    if from_environment().enabled:
+        raise UserError("suite sweep runs as one process; start it without torchrun")
     overrides: dict[str, Any] = {} if experiment is None else {"experiment": experiment}
     overrides.update(cfg.parse_sets(set_ or []))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite import checkpoint, tracking
+from suite import checkpoint, distributed, tracking
 from suite.backbone import Backbone, check_backbone_name, load_backbone, text_context
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
@@ -91,12 +91,18 @@ def make_optimizer(model: Any, config: RunConfig, steps: int) -> tuple[Any, Any]
 
 
 class Trainer:
-    """Epochs of InfoNCE training; keeps the weights with the best selection R-Sum."""
+    """Epochs of InfoNCE training; keeps the weights with the best selection R-Sum.
+
+    Under torchrun every process trains its share of each batch (suite.distributed); the main
+    process alone evaluates, logs and checkpoints.
+    """
 
     def __init__(self, model: Any, config: RunConfig, card: DatasetCard, backbone: Backbone,
-                 device: torch.device, show_progress: bool) -> None:
+                 device: torch.device, show_progress: bool,
+                 processes: distributed.Processes = distributed.SINGLE) -> None:
         self.model, self.config, self.card, self.device = model, config, card, device
-        self.show_progress = show_progress
+        self.processes = processes
+        self.show_progress = show_progress and processes.main
         self.image = ImageSpec(backbone.image_size, backbone.mean, backbone.std)
         self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
         self.step_seconds: list[float] = []  # model step only, without data loading
@@ -104,13 +110,26 @@ class Trainer:
 
     def split(self, name: str) -> Any:
         split = load_split(self.card, name, self.config)
-        log_skipped_videos(split)
+        if self.processes.main:
+            log_skipped_videos(split)
         return split
 
     def evaluate(self, split: Any) -> dict[str, float]:
         t = self.config.train
         return evaluate(self.model, split, self.tokenize, self.image, self.device,
                         t.eval_batch_size, t.num_workers, self.show_progress, t.precision)
+
+    def loss(self, ids: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over the global batch (every process's pairs), in fp32."""
+        t = self.config.train
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pixels = to_pixels(frames, self.image, self.device)
+        with autocast(self.device, t.precision):
+            text = self.model.encode_text(ids)
+            video = self.model.encode_video(pixels, mask)
+        text = distributed.gather_batch(text.float(), self.processes)
+        video = distributed.gather_batch(video.float(), self.processes)
+        return symmetric_infonce(text, video, self.model.logit_scale)
 
     def fit(self, select_split: Any, save: Callable[[dict[str, Any]], None] | None = None,
             resume: dict[str, Any] | None = None) -> tuple[int, dict[str, float]]:
@@ -121,17 +140,20 @@ class Trainer:
         selects on the test split (the papers' practice), apart from the final ``test/...``.
         After each epoch ``save`` receives the training state (see suite.checkpoint); a
         ``resume`` state continues after its last epoch, as if the run had not stopped.
+        Other processes than the main one skip evaluation and return (-1, {}).
         """
         prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
         batches, sampler = training_loader(self.split("train"), self.card.train_sampling,
                                            t.batch_size, make_collate(self.tokenize), t.seed,
-                                           t.num_workers)
+                                           t.num_workers, self.processes.rank,
+                                           self.processes.world)
         if len(batches) == 0:
             raise UserError(f"batch size {t.batch_size} exceeds the {sampler.samples()} "
                             f"training samples")
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
         scaler = grad_scaler(self.device, t.precision)
+        params = self.model.trainable_parameters()
         best: tuple[dict[str, float], int, dict] | None = None
         first_epoch = 0
         if resume is not None:
@@ -152,26 +174,22 @@ class Trainer:
                               enabled=self.show_progress) as advance:
                 for ids, frames, mask in batches:
                     step_started = time.perf_counter()
-                    ids, mask = ids.to(self.device), mask.to(self.device)
-                    pixels = to_pixels(frames, self.image, self.device)
-                    with autocast(self.device, t.precision):
-                        text = self.model.encode_text(ids)
-                        video = self.model.encode_video(pixels, mask)
-                    # The loss in fp32 whatever the towers' precision.
-                    loss = symmetric_infonce(text.float(), video.float(), self.model.logit_scale)
+                    loss = self.loss(ids, frames, mask)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
+                    distributed.sum_gradients(params, self.processes)
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), t.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
                     losses.append(loss.item())  # .item() synchronises CUDA: honest step times
                     self.step_seconds.append(time.perf_counter() - step_started)
                     advance(loss=losses[-1])
-            seconds = time.perf_counter() - epoch_started
+            if not self.processes.main:
+                continue
             tracking.log_metrics({"train/loss": float(np.mean(losses)),
-                                  "train/epoch_seconds": seconds,
+                                  "train/epoch_seconds": time.perf_counter() - epoch_started,
                                   "train/lr": scheduler.get_last_lr()[0]}, step=epoch)
             metrics = self.evaluate(select_split)
             tracking.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=epoch)
@@ -186,6 +204,8 @@ class Trainer:
                       "step_seconds": self.step_seconds, "rng": checkpoint.rng_states(),
                       "training_seconds": self.seconds_before + time.perf_counter() - started})
         self.seconds_before += time.perf_counter() - started
+        if not self.processes.main:
+            return -1, {}
         assert best is not None
         self.model.load_trainable_state(best[2])
         return best[1], best[0]
@@ -216,13 +236,28 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     """
     check(config)
     card = load_card(config.dataset)
-    device = resolve_device(config.device)
+    processes = distributed.from_environment()
+    device = distributed.local_device(processes, resolve_device(config.device))
+    distributed.start(processes, device, config.train.batch_size)
+    try:
+        if not processes.main:  # trains its share; rank 0 evaluates, logs and checkpoints
+            return _train_and_test(config, card, device, "", False, None, resume, processes)
+        return _tracked_run(config, card, device, uri, show_progress, tags, checkpoints,
+                            resume, processes)
+    finally:
+        distributed.stop()
+
+
+def _tracked_run(config: RunConfig, card: DatasetCard, device: torch.device, uri: str | None,
+                 show_progress: bool, tags: dict[str, str] | None, checkpoints: Path | None,
+                 resume: dict[str, Any] | None, processes: distributed.Processes) -> RunResult:
+    """The main process's run: an MLflow run around training and testing, then its
+    checkpoint removed."""
     run_tags = {"method": config.method, "dataset": config.dataset,
                 "backbone": config.backbone, "pretrained": str(config.pretrained),
                 "device": str(device), "selected_on": config.select_on,
                 "precision": resolve_precision(config.train.precision, device),
-                **environment_tags(),
-                **(tags or {})}
+                "processes": str(processes.world), **environment_tags(), **(tags or {})}
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])
     name = f"{config.method}-{config.dataset}-{config.backbone}"
@@ -233,7 +268,7 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
             tracking.log_params(config.flat())
         try:
             result = _train_and_test(config, card, device, run_id, show_progress, checkpoints,
-                                     resume)
+                                     resume, processes)
         except BaseException:
             if checkpoints and checkpoint.checkpoint_path(checkpoints, run_id).is_file():
                 console.print(f"[yellow]run {run_id} stopped; its last finished epoch is "
@@ -246,20 +281,31 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
 
 def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, run_id: str,
                     show_progress: bool, checkpoints: Path | None,
-                    resume: dict[str, Any] | None) -> RunResult:
-    """The body of a run inside its MLflow run: train (or resume), select, test, log."""
+                    resume: dict[str, Any] | None, processes: distributed.Processes
+                    ) -> RunResult:
+    """The body of a run inside its MLflow run: train (or resume), select, test, log.
+    Other processes than the main one only train, and return an empty result."""
     seed_everything(config.train.seed)  # random weights (--pretrained none) from the seed
+    if not processes.main:
+        distributed.barrier(processes)  # rank 0 fills the backbone cache first
     backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
+    if processes.main:
+        distributed.barrier(processes)
     # Seeded again after loading: a first-time pre-training must not change what follows.
     seed_everything(config.train.seed)
     model = build_model(config, backbone).to(device)
-    trainer = Trainer(model, config, card, backbone, device, show_progress)
+    trainer = Trainer(model, config, card, backbone, device, show_progress, processes)
+    trains = bool(model.trainable_parameters()) and config.train.epochs > 0
+    if not processes.main:
+        if trains:
+            trainer.fit(None, None, resume)
+        return RunResult("", {}, None)
     test = trainer.split("test")
     best_epoch: int | None = None
     selection: dict[str, float] = {}
     training: dict[str, float] = {
         "cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
-    if model.trainable_parameters() and config.train.epochs > 0:
+    if trains:
         select = test if config.select_on == "test" else trainer.split("val")
         save = None
         if checkpoints is not None:

@@ -44,11 +44,15 @@ class TrainingBatches(Sampler[list[int]]):
     groups are shuffled and kept whole, so near-duplicate videos of a group meet as each other's
     negatives in one contrastive batch; otherwise samples are shuffled freely. The last
     incomplete batch is dropped. Runs in the main process, so worker processes need no state.
+    Under data-parallel training (``world`` processes) every process draws the same global
+    batches and yields its contiguous share, the ``rank``-th.
     """
 
-    def __init__(self, split: VideoTextSplit, sampling: str, batch_size: int, seed: int) -> None:
+    def __init__(self, split: VideoTextSplit, sampling: str, batch_size: int, seed: int,
+                 rank: int = 0, world: int = 1) -> None:
         if sampling not in ("all", "video"):
             raise ValueError(f"unknown caption sampling {sampling!r}; valid: all, video")
+        self.rank, self.world = rank, world
         self.sampling = sampling
         self.batch_size = batch_size
         self.seed = seed
@@ -84,8 +88,10 @@ class TrainingBatches(Sampler[list[int]]):
         else:
             items = [c for v in range(len(self.by_video)) for c in self._captions(v, rng)]
             items = [items[i] for i in rng.permutation(len(items))]
+        share = self.batch_size // self.world
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield items[start:start + self.batch_size]
+            first = start + self.rank * share
+            yield items[first:first + share]
 
 
 class Videos(Dataset):
@@ -133,9 +139,11 @@ def loader(dataset: Dataset, batch_size: int, collate: Callable, shuffle: bool, 
 
 
 def training_loader(split: VideoTextSplit, sampling: str, batch_size: int, collate: Callable,
-                    seed: int, num_workers: int) -> tuple[DataLoader, TrainingBatches]:
-    """Training batches of ``split`` and their sampler (call ``set_epoch`` on it)."""
-    batches = TrainingBatches(split, sampling, batch_size, seed)
+                    seed: int, num_workers: int, rank: int = 0, world: int = 1
+                    ) -> tuple[DataLoader, TrainingBatches]:
+    """Training batches of ``split`` (this process's share of each global batch of
+    ``batch_size``) and their sampler (call ``set_epoch`` on it)."""
+    batches = TrainingBatches(split, sampling, batch_size, seed, rank, world)
     data = DataLoader(TrainPairs(split), batch_sampler=batches, collate_fn=collate,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
     return data, batches
