@@ -32,6 +32,8 @@ def rsum_vs_gflops(table: pd.DataFrame, folder: Path) -> list[Path]:
                       fmt="o", capsize=3)
         for (_, row), offset in zip(points.iterrows(), label_offsets(points), strict=True):
             label = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
+            if row.get("setting"):
+                label += f" ({row['setting']})"
             axes.annotate(label, (row[GFLOPS], row[RSUM]), textcoords="offset points",
                           xytext=offset, fontsize=9)
         axes.set_xlabel("video GFLOPs (multiply-adds per video)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,10 @@ from reports.errors import ReportError
 
 #: Identity columns of the tidy frame; every other column is an MLflow metric by its own name.
 ID_COLUMNS = ["method", "dataset", "backbone", "selected_on", "seed", "run_id", "start_time"]
+#: Params that do not change what a run computes (or are the seed): runs that differ only in
+#: these are repeats of one setting. Every other param is part of the run's setting.
+NOT_SETTING = {"train.seed", "experiment", "device", "data_root", "train.num_workers",
+               "train.eval_batch_size"}
 #: Tag of the trials of a ``suite sweep``: hyper-parameter search, not repeats over seeds.
 SWEEP_TAG = "sweep"
 #: Identity column -> MLflow tag, and the param that says the same for runs without the tag.
@@ -26,7 +31,8 @@ def load_runs(experiment: str, uri: str, sweeps: bool = False) -> pd.DataFrame:
     """FINISHED runs of ``experiment`` in the store at ``uri``, oldest first; the trials of
     sweeps (tag ``sweep``) only when ``sweeps`` is true.
 
-    Columns: ``ID_COLUMNS`` then one per metric (``test/t2v_R1``, ``cost/video_gmacs``, ...).
+    Columns: ``ID_COLUMNS``, ``params`` (the run's setting: its params outside
+    ``NOT_SETTING``, as sorted JSON), then one per metric (``test/t2v_R1``, ...).
     """
     _check_store(uri)
     for name in ("alembic", "mlflow"):
@@ -64,6 +70,11 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     out["seed"] = pd.to_numeric(seed, errors="coerce").astype("Int64")
     out["run_id"] = raw["run_id"]
     out["start_time"] = raw["start_time"]
+    params = [c for c in raw.columns
+              if c.startswith("params.") and c.removeprefix("params.") not in NOT_SETTING]
+    out["params"] = [json.dumps({c.removeprefix("params."): row[c] for c in params
+                                 if isinstance(row[c], str)}, sort_keys=True)
+                     for _, row in raw.iterrows()]
     metrics = {c.removeprefix("metrics."): raw[c] for c in raw.columns
                if c.startswith("metrics.")}
     out = pd.concat([out, pd.DataFrame(metrics, index=raw.index)], axis=1)

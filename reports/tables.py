@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Callable
 
@@ -50,22 +51,46 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Aggregate tidy runs (``reports.runs.load_runs``): the keys, ``n``, then per column of
     ``COLUMNS`` its mean under the label and its std under ``"<label> std"`` (NaN when n = 1).
 
+    Only repeats of one setting are averaged: runs of a method that differ in any other setting
+    than the seed (``params``) get rows of their own, told apart by a ``setting`` column
+    (``train.lr=0.0001``: the settings that differ between those rows).
     Rows are sorted by dataset, backbone, method, then validation-selected before test-selected.
     """
     frame = runs.copy()
+    if "params" not in frame:
+        frame["params"] = "{}"
     for _, metric, _, _ in COLUMNS:
         if metric not in frame:
             frame[metric] = math.nan
-    grouped = frame.groupby(KEYS, sort=False)
+    grouped = frame.groupby([*KEYS, "params"], sort=False)
     table = grouped.size().rename("n").to_frame()
     for label, metric, _, _ in COLUMNS:
         table[label] = grouped[metric].mean()
         table[f"{label} std"] = grouped[metric].std()
     table = table.reset_index()
+    settings = setting_labels(table)
+    table = table.drop(columns="params")
+    if settings.str.len().any():
+        table.insert(KEYS.index("method") + 1, "setting", settings)
     order = table["selected_on"].map({"val": 0, "test": 1}).fillna(2)
-    return (table.assign(_order=order)
-            .sort_values(["dataset", "backbone", "method", "_order"], kind="stable")
+    sort = ["dataset", "backbone", "method", "_order", *(["setting"] if "setting" in table else [])]
+    return (table.assign(_order=order).sort_values(sort, kind="stable")
             .drop(columns="_order").reset_index(drop=True))
+
+
+def setting_labels(table: pd.DataFrame) -> pd.Series:
+    """Per row, ``key=value`` of the params that differ among the rows of its method ("" when
+    a method has one setting)."""
+    labels = pd.Series("", index=table.index)
+    for _, rows in table.groupby(KEYS, sort=False):
+        if len(rows) < 2:
+            continue
+        params = {i: json.loads(rows.at[i, "params"]) for i in rows.index}
+        keys = sorted(set().union(*params.values()))
+        varying = [k for k in keys if len({p.get(k) for p in params.values()}) > 1]
+        for i, p in params.items():
+            labels[i] = ", ".join(f"{k}={p.get(k, '-')}" for k in varying)
+    return labels
 
 
 def render(table: pd.DataFrame, fmt: str) -> str:
@@ -82,11 +107,13 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells: ``mean ± std``, ``-`` for a missing figure, † on methods
     selected on test."""
-    headers = ["dataset", "backbone", "method", "n"] + [label for label, *_ in COLUMNS]
+    setting = ["setting"] if "setting" in table else []
+    headers = ["dataset", "backbone", "method", *setting, "n"] + [label for label, *_ in COLUMNS]
     rows = []
     for _, row in table.iterrows():
         method = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
-        cells = [row["dataset"], row["backbone"], method, str(row["n"])]
+        cells = [row["dataset"], row["backbone"], method, *(row[c] for c in setting),
+                 str(row["n"])]
         for label, _, number, always_std in COLUMNS:
             mean, std = row[label], row[f"{label} std"]
             if pd.isna(mean):
@@ -104,7 +131,8 @@ def _markdown(headers: list[str], rows: list[list[str]], notes: list[str]) -> st
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    align = ["---"] * 3 + ["---:"] * (len(headers) - 3)
+    text = headers.index("n")  # the columns before n hold text
+    align = ["---"] * text + ["---:"] * (len(headers) - text)
     body = [line(headers), "|" + "|".join(align) + "|", *(line(r) for r in rows)]
     return "\n".join(body + [""] + notes) + "\n"
 
@@ -122,7 +150,8 @@ def _latex(headers: list[str], rows: list[list[str]], notes: list[str]) -> str:
     def line(cells: list[str]) -> str:
         return " & ".join(_tex(c) for c in cells) + r" \\"
 
-    spec = "lll" + "r" * (len(headers) - 3)
+    text = headers.index("n")
+    spec = "l" * text + "r" * (len(headers) - text)
     body = ["% needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
             line(headers), r"\midrule", *(line(r) for r in rows), r"\bottomrule",
             r"\end{tabular}", ""]

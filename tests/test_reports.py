@@ -224,3 +224,30 @@ def test_labels_of_points_at_the_same_spot_are_stacked():
 
     points = pd.DataFrame({GFLOPS: [1.0, 1.01, 2.0], RSUM: [50.0, 50.1, 90.0]})
     assert label_offsets(points) == [(5, 5), (5, -7), (5, 5)]
+
+
+def test_runs_with_different_settings_are_not_averaged(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("lrs", artifact_location=(tmp_path / "a").as_uri())
+    # (method, lr, seed, device, R-Sum): devices and seeds repeat a setting, lr changes it.
+    for method, lr, seed, device, rsum in [("tempme", "0.0001", 1, "cpu", 100.0),
+                                           ("tempme", "0.0001", 2, "cuda", 110.0),
+                                           ("tempme", "0.001", 1, "cpu", 150.0),
+                                           ("lora", "0.0001", 1, "cpu", 90.0)]:
+        tags = {"method": method, "dataset": "synthetic", "backbone": "tiny-clip",
+                "selected_on": "val"}
+        run_id = client.create_run(experiment, tags=tags).info.run_id
+        for key, value in {"train.lr": lr, "train.seed": str(seed), "device": device}.items():
+            client.log_param(run_id, key, value)
+        client.log_metric(run_id, "test/t2v_rsum", rsum)
+        client.set_terminated(run_id, "FINISHED")
+    table = comparison_table(load_runs("lrs", uri))
+    rows = list(zip(table["method"], table["setting"], table["n"], table["R-Sum"], strict=True))
+    assert rows == [("lora", "", 1, 90.0), ("tempme", "train.lr=0.0001", 2, 105.0),
+                    ("tempme", "train.lr=0.001", 1, 150.0)]
+    md = render(table, "md")
+    assert md.splitlines()[0].startswith("| dataset | backbone | method | setting | n |")
+    assert "| synthetic | tiny-clip | tempme | train.lr=0.001 | 1 |" in md
