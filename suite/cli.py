@@ -345,21 +345,25 @@ def merges(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Draw which patches of which frames merged into the same token (one video)."""
+    import tempfile
+
     from suite import config as cfg
     from suite.merges import run_artifacts, visualise
     from suite.tracking import tracking_uri as resolve_uri
 
     if (method is None) == (run_id is None):
         raise UserError("give either --method M or --run RUN_ID")
-    weights = None
-    if run_id is not None:
-        config_file, weights = run_artifacts(run_id, resolve_uri(tracking_uri))
-        resolved = cfg.load_file(config_file)
-    else:
-        assert method is not None
-        resolved = cfg.apply_overrides(cfg.base_for(method, dataset),
-                                       cfg.parse_sets(set_ or []))
-    result = visualise(resolved, weights, video, split, out)
+    with tempfile.TemporaryDirectory(prefix="suite-merges-") as downloads:
+        weights = None
+        if run_id is not None:
+            config_file, weights = run_artifacts(run_id, resolve_uri(tracking_uri),
+                                                 Path(downloads))
+            resolved = cfg.load_file(config_file)
+        else:
+            assert method is not None
+            resolved = cfg.apply_overrides(cfg.base_for(method, dataset),
+                                           cfg.parse_sets(set_ or []))
+        result = visualise(resolved, weights, video, split, out)
     typer.echo(f"{out}: {result.output_sequences} sequence(s), {result.output_tokens} tokens; "
                f"patches merged into {result.patch_groups} tokens")
 

@@ -9,7 +9,6 @@ TempMe, the same colour across neighbouring frames where ClipMe merged over time
 from __future__ import annotations
 
 import colorsys
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -106,12 +105,12 @@ def draw(merges: MergeMap, title: str, path: Path) -> Path:
     return path
 
 
-def run_artifacts(run_id: str, uri: str) -> tuple[Path, Path | None]:
-    """Download the ``config.json`` and (if logged) ``trained_weights.pt`` of an MLflow run."""
+def run_artifacts(run_id: str, uri: str, folder: Path) -> tuple[Path, Path | None]:
+    """Download the ``config.json`` and (if logged) ``trained_weights.pt`` of an MLflow run
+    into ``folder``."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    folder = Path(tempfile.mkdtemp(prefix="suite-merges-"))
     try:
         config = Path(mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="config.json", dst_path=str(folder), tracking_uri=uri))
