@@ -121,9 +121,10 @@ def open_study(name: str, storage: str, method: str, dataset: str, seed: int | N
 
 def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
               uri: str | None) -> tuple[float, str]:
-    """One suite run with the trial's draw; its selection R-Sum and MLflow run id."""
+    """One suite run with the trial's draw; its selection R-Sum and MLflow run id. Trials keep
+    no epoch checkpoints: a failed trial is not resumed, the sweep goes on."""
     config = apply_overrides(config, draw(trial, method, config.train))
-    result = engine.run(config, uri, show_progress=False,
+    result = engine.run(config, uri, show_progress=False, checkpoints=None,
                         tags={"sweep": study, "trial": str(trial.number)})
     return result.selection["t2v_rsum"], result.run_id
 

@@ -189,3 +189,10 @@ def test_a_sweep_searches_the_learning_rates_that_reach_the_trained_weights(meth
     bounds = {"train.lr": (1e-4, 1e-2), "train.lr_pretrained": (1e-6, 1e-4)}
     for name in rates:
         assert bounds[name][0] <= drawn[name] <= bounds[name][1]
+
+
+def test_trials_keep_no_epoch_checkpoints(stores, monkeypatch):
+    written = []
+    monkeypatch.setattr(engine.checkpoint, "save_atomic", lambda state, path: written.append(path))
+    summary_of(sweep_cli(stores, "--trials", "1", "--study", "no-checkpoints"))
+    assert written == []  # plain runs do write them: tests/test_resume.py
