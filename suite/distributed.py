@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: one process per GPU (or per CPU process, with gloo).
+"""Data-parallel training under torchrun: one process per GPU (or N CPU processes, with gloo).
 
 ``torchrun --nproc_per_node N $(which suite) run ...`` starts N copies of the run. Each process
 holds the whole model and takes its contiguous share of every global batch
