@@ -26,6 +26,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not run in CI): tempme against folded lora throughput; video decoding."""
+    """Benchmarks (not run in CI): tempme against folded lora throughput, then video decoding
+    against the frame cache; each writes its table to benchmarks/results/."""
     session.install("-e", ".[dev]")
     session.run("python", "benchmarks/throughput.py", *session.posargs)
+    session.run("python", "benchmarks/decode.py", "--out", "benchmarks/results/decode.md")
