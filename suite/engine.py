@@ -114,10 +114,11 @@ class Trainer:
             log_skipped_videos(split)
         return split
 
-    def evaluate(self, split: Any) -> dict[str, float]:
+    def evaluate(self, split: Any, dual_softmax: bool = False) -> dict[str, float]:
         t = self.config.train
         return evaluate(self.model, split, self.tokenize, self.image, self.device,
-                        t.eval_batch_size, t.num_workers, self.show_progress, t.precision)
+                        t.eval_batch_size, t.num_workers, self.show_progress, t.precision,
+                        dual_softmax)
 
     def loss(self, ids: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over the global batch (every process's pairs), in fp32."""
@@ -326,7 +327,7 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
         tracking.log_metrics({f"val/{k}": v for k, v in selection.items()}, step=0)
     trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
     model.fold()
-    metrics = trainer.evaluate(test)
+    metrics = trainer.evaluate(test, dual_softmax=True)
     tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
     inference = measure_inference(model, config.frames, backbone.image_size, config.words,
                                   device, default_batch(device))

@@ -10,7 +10,7 @@ import torch
 from suite.data.base import VideoTextSplit
 from suite.data.loading import ImageSpec, Videos, loader, make_collate, to_pixels
 from suite.device import autocast
-from suite.metrics import retrieval_metrics
+from suite.metrics import dual_softmax_metrics, retrieval_metrics
 from suite.progress import progress_bar
 
 
@@ -43,9 +43,15 @@ def embed_split(model: Any, split: VideoTextSplit,
 def evaluate(model: Any, split: VideoTextSplit,
              tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
              device: torch.device, batch_size: int, num_workers: int = 0,
-             show_progress: bool = True, precision: str = "auto") -> dict[str, float]:
-    """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions)."""
+             show_progress: bool = True, precision: str = "auto",
+             dual_softmax: bool = False) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions), and
+    with ``dual_softmax`` the same after DSL under ``dsl_...`` names."""
     text, video = embed_split(model, split, tokenize, image, device, batch_size, num_workers,
                               show_progress, precision)
     positives = torch.from_numpy(split.positives())
-    return retrieval_metrics(text @ video.t(), positives)
+    sims = text @ video.t()
+    metrics = retrieval_metrics(sims, positives)
+    if dual_softmax:
+        metrics.update(dual_softmax_metrics(sims, positives))
+    return metrics

@@ -3,7 +3,8 @@
 Ground truth is a (captions x videos) boolean matrix, so several captions per video and
 paragraph datasets need no special case. A query's rank is 1 + the number of candidates scored
 strictly higher than its best positive + the number of other candidates scored equal to it: ties
-count against the query (protocol.md).
+count against the query (protocol.md). Dual softmax (DSL), which uses the whole query set, is
+reported beside the raw figures under its own names, never instead of them.
 """
 
 from __future__ import annotations
@@ -62,4 +63,22 @@ def retrieval_metrics(sims: torch.Tensor, positives: torch.Tensor) -> dict[str, 
     out.update({f"v2t_{k}": v for k, v in v2t.items()})
     out["t2v_rsum"] = t2v["R1"] + t2v["R5"] + t2v["R10"]
     out["rsum_both"] = out["t2v_rsum"] + v2t["R1"] + v2t["R5"] + v2t["R10"]
+    return out
+
+
+def dual_softmax(sims: torch.Tensor, temperature: float = 100.0) -> torch.Tensor:
+    """CAMoE's dual softmax inference for a (queries x candidates) matrix: every similarity
+    times the softmax, over all queries, of the candidate's column (at CLIP's logit scale)."""
+    return sims * torch.softmax(sims * temperature, dim=0)
+
+
+def dual_softmax_metrics(sims: torch.Tensor, positives: torch.Tensor) -> dict[str, float]:
+    """``retrieval_metrics`` after dual softmax in each direction, every key prefixed ``dsl_``."""
+    sims = sims.float()
+    positives = positives.bool()
+    t2v = summarise(query_ranks(dual_softmax(sims), positives))
+    v2t = summarise(query_ranks(dual_softmax(sims.t()), positives.t()))
+    out = {f"dsl_t2v_{k}": v for k, v in t2v.items()}
+    out.update({f"dsl_v2t_{k}": v for k, v in v2t.items()})
+    out["dsl_t2v_rsum"] = t2v["R1"] + t2v["R5"] + t2v["R10"]
     return out

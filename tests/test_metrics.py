@@ -71,3 +71,35 @@ def test_perfect_scores_give_rank_one_everywhere():
 def test_query_without_positive_is_an_error():
     with pytest.raises(ValueError, match="positive"):
         query_ranks(torch.zeros(2, 2), torch.tensor([[True, False], [False, False]]))
+
+
+def brute_force_dual_softmax(sims: np.ndarray, temperature: float = 100.0) -> np.ndarray:
+    """Each similarity times exp(t s) over the sum of exp(t s') down its column, in float64."""
+    out = np.zeros_like(sims, dtype=np.float64)
+    for j in range(sims.shape[1]):
+        column = [np.exp(temperature * float(sims[k, j])) for k in range(sims.shape[0])]
+        for i in range(sims.shape[0]):
+            out[i, j] = sims[i, j] * column[i] / sum(column)
+    return out
+
+
+def test_dual_softmax_equals_a_float64_loop_and_is_reported_apart():
+    from suite.metrics import dual_softmax, dual_softmax_metrics
+
+    rng = np.random.default_rng(5)
+    sims = rng.uniform(-0.2, 0.4, (14, 9))
+    torch.testing.assert_close(dual_softmax(torch.from_numpy(sims)),
+                               torch.from_numpy(brute_force_dual_softmax(sims)),
+                               rtol=1e-12, atol=1e-12)
+    positives = np.zeros((14, 9), dtype=bool)
+    positives[np.arange(14), np.arange(14) % 9] = True
+    dsl = dual_softmax_metrics(torch.from_numpy(sims), torch.from_numpy(positives))
+    assert all(key.startswith("dsl_") for key in dsl)
+    expected = brute_force_metrics(brute_force_dual_softmax(sims).astype(np.float32), positives)
+    expected_v2t = brute_force_metrics(
+        brute_force_dual_softmax(sims.T).astype(np.float32).T, positives)
+    for name in ("R1", "R5", "R10", "MdR", "MnR"):
+        assert dsl[f"dsl_t2v_{name}"] == pytest.approx(expected[f"t2v_{name}"])
+        assert dsl[f"dsl_v2t_{name}"] == pytest.approx(expected_v2t[f"v2t_{name}"])
+    raw = retrieval_metrics(torch.from_numpy(sims), torch.from_numpy(positives))
+    assert raw["t2v_R1"] != dsl["dsl_t2v_R1"] or raw["t2v_MnR"] != dsl["dsl_t2v_MnR"]

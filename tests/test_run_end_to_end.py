@@ -38,6 +38,8 @@ def test_run_logs_params_metrics_artifacts_and_tags(store, method):
         for name in ("R1", "R5", "R10", "MdR", "MnR"):
             assert f"test/{direction}_{name}" in run.data.metrics
     assert run.data.metrics["test/t2v_rsum"] == pytest.approx(summary["test"]["t2v_rsum"])
+    assert "test/dsl_t2v_rsum" in run.data.metrics  # dual softmax: beside, not instead
+    assert not any(name.startswith("val/dsl") for name in run.data.metrics)
     assert "val/t2v_rsum" in run.data.metrics and "train/loss" in run.data.metrics
     assert {"method", "dataset", "backbone", "git_commit", "device", "torch"} <= set(run.data.tags)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
