@@ -35,6 +35,17 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def stop_on_sigterm() -> None:
+    """Schedulers (SLURM, Kubernetes, torchrun) stop jobs with SIGTERM: treat it as Ctrl-C, so
+    the MLflow run ends KILLED and keeps its checkpoint for ``--resume``."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @app.command()
 @user_errors
 def run(
@@ -65,6 +76,8 @@ def run(
 ) -> None:
     """Fine-tune and evaluate one method on one dataset; log everything to MLflow."""
     from suite import config as cfg
+
+    stop_on_sigterm()
 
     settings = (method, dataset, backbone, pretrained, epochs, batch_size, seed, frames,
                 data_root, device, select_on, on_bad_video, experiment, set_, config)
@@ -144,6 +157,7 @@ def sweep(
         raise UserError("suite sweep runs as one process; start it without torchrun")
     overrides: dict[str, Any] = {} if experiment is None else {"experiment": experiment}
     overrides.update(cfg.parse_sets(set_ or []))
+    stop_on_sigterm()
 
     from suite.sweep import run_sweep
 

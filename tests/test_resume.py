@@ -108,3 +108,28 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_sigterm_ends_the_run_killed_and_resumable(store, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [str(Path(sys.executable).parent / "suite"), "run", *TINY, "--epochs", "30",
+            "--tracking-uri", store]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("checkpoints/*/last.pt")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    run = MlflowClient(store).search_runs(["1"])[0]
+    assert run.info.status == "KILLED"
+    assert f"suite run --resume {run.info.run_id}" in stderr.replace("\n", " ")
+    assert (tmp_path / "checkpoints" / run.info.run_id / "last.pt").is_file()
