@@ -7,7 +7,9 @@ global batch, so each process gathers the others' embeddings (without their grad
 live in the other processes) beside its own, computes the same global loss, and back-propagates
 it through its own embeddings; the sum of these gradients over the processes is the gradient of
 the global loss, so training follows the single-process run up to float summation order.
-Evaluation, checkpoints and MLflow logging happen in the main process (rank 0) only.
+Evaluation is shared the same way: each process embeds its share of the videos and captions,
+and every process scores all of them, so all keep the same best epoch. Checkpoints, MLflow
+logging and the inference timing happen in the main process (rank 0) only.
 """
 
 from __future__ import annotations
@@ -84,6 +86,28 @@ def barrier(processes: Processes) -> None:
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def share(count: int, processes: Processes) -> range:
+    """This process's contiguous share of ``count`` items (shares differ by at most one);
+    all of them when there are fewer items than processes."""
+    if count < processes.world:
+        return range(count)
+    return range(count * processes.rank // processes.world,
+                 count * (processes.rank + 1) // processes.world)
+
+
+def gather_rows(local: torch.Tensor, count: int, processes: Processes) -> torch.Tensor:
+    """Every process's ``share`` of ``count`` rows, in order, on every process."""
+    if not processes.enabled or count < processes.world:
+        return local
+    sizes = [len(share(count, Processes(rank, processes.world))) for rank in
+             range(processes.world)]
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
 
 
 def gather_batch(local: torch.Tensor, processes: Processes) -> torch.Tensor:

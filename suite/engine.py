@@ -93,8 +93,8 @@ def make_optimizer(model: Any, config: RunConfig, steps: int) -> tuple[Any, Any]
 class Trainer:
     """Epochs of InfoNCE training; keeps the weights with the best selection R-Sum.
 
-    Under torchrun every process trains its share of each batch (suite.distributed); the main
-    process alone evaluates, logs and checkpoints.
+    Under torchrun every process trains and evaluates its share of each batch and split
+    (suite.distributed); the main process alone logs and checkpoints.
     """
 
     def __init__(self, model: Any, config: RunConfig, card: DatasetCard, backbone: Backbone,
@@ -118,7 +118,7 @@ class Trainer:
         t = self.config.train
         return evaluate(self.model, split, self.tokenize, self.image, self.device,
                         t.eval_batch_size, t.num_workers, self.show_progress, t.precision,
-                        dual_softmax)
+                        dual_softmax, self.processes)
 
     def loss(self, ids: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over the global batch (every process's pairs), in fp32."""
@@ -141,7 +141,6 @@ class Trainer:
         selects on the test split (the papers' practice), apart from the final ``test/...``.
         After each epoch ``save`` receives the training state (see suite.checkpoint); a
         ``resume`` state continues after its last epoch, as if the run had not stopped.
-        Other processes than the main one skip evaluation and return (-1, {}).
         """
         prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
@@ -187,15 +186,14 @@ class Trainer:
                     losses.append(loss.item())  # .item() synchronises CUDA: honest step times
                     self.step_seconds.append(time.perf_counter() - step_started)
                     advance(loss=losses[-1])
-            if not self.processes.main:
-                continue
             tracking.log_metrics({"train/loss": float(np.mean(losses)),
                                   "train/epoch_seconds": time.perf_counter() - epoch_started,
                                   "train/lr": scheduler.get_last_lr()[0]}, step=epoch)
             metrics = self.evaluate(select_split)
             tracking.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=epoch)
-            console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
-                          f"{prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}")
+            if self.processes.main:
+                console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
+                              f"{prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}")
             if best is None or metrics["t2v_rsum"] > best[0]["t2v_rsum"]:
                 best = (metrics, epoch, self.model.trainable_state())
             if save is not None:
@@ -205,8 +203,6 @@ class Trainer:
                       "step_seconds": self.step_seconds, "rng": checkpoint.rng_states(),
                       "training_seconds": self.seconds_before + time.perf_counter() - started})
         self.seconds_before += time.perf_counter() - started
-        if not self.processes.main:
-            return -1, {}
         assert best is not None
         self.model.load_trainable_state(best[2])
         return best[1], best[0]
@@ -241,7 +237,7 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     device = distributed.local_device(processes, resolve_device(config.device))
     distributed.start(processes, device, config.train.batch_size)
     try:
-        if not processes.main:  # trains its share; rank 0 evaluates, logs and checkpoints
+        if not processes.main:  # trains and evaluates its share; rank 0 logs and checkpoints
             return _train_and_test(config, card, device, "", False, None, resume, processes)
         return _tracked_run(config, card, device, uri, show_progress, tags, checkpoints,
                             resume, processes)
@@ -285,7 +281,8 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
                     resume: dict[str, Any] | None, processes: distributed.Processes
                     ) -> RunResult:
     """The body of a run inside its MLflow run: train (or resume), select, test, log.
-    Other processes than the main one only train, and return an empty result."""
+    Other processes than the main one take part in training and evaluation (their tracking
+    calls do nothing) and skip the inference timing and the artifacts."""
     seed_everything(config.train.seed)  # random weights (--pretrained none) from the seed
     if not processes.main:
         distributed.barrier(processes)  # rank 0 fills the backbone cache first
@@ -297,10 +294,6 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
     model = build_model(config, backbone).to(device)
     trainer = Trainer(model, config, card, backbone, device, show_progress, processes)
     trains = bool(model.trainable_parameters()) and config.train.epochs > 0
-    if not processes.main:
-        if trains:
-            trainer.fit(None, None, resume)
-        return RunResult("", {}, None)
     test = trainer.split("test")
     best_epoch: int | None = None
     selection: dict[str, float] = {}
@@ -329,10 +322,11 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
     model.fold()
     metrics = trainer.evaluate(test, dual_softmax=True)
     tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-    inference = measure_inference(model, config.frames, backbone.image_size, config.words,
-                                  device, default_batch(device))
-    tracking.log_metrics({**training, **as_metrics(inference)})
-    log_outputs(config, trained, metrics, best_epoch)
+    if processes.main:
+        inference = measure_inference(model, config.frames, backbone.image_size, config.words,
+                                      device, default_batch(device))
+        tracking.log_metrics({**training, **as_metrics(inference)})
+        log_outputs(config, trained, metrics, best_epoch)
     return RunResult(run_id, metrics, best_epoch,
                      selection=selection or metrics)  # untrained, select_on test: the same
 

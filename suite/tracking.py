@@ -20,6 +20,13 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def _writes() -> bool:
+    """Under torchrun the main process (rank 0) alone writes to MLflow."""
+    from suite.distributed import is_main_process
+
+    return is_main_process()
+
+
 def _quiet() -> None:
     for name in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -75,24 +82,32 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def log_params(params: dict[str, Any]) -> None:
+    if not _writes():
+        return
     import mlflow
 
     mlflow.log_params({k: ("None" if v is None else str(v))[:6000] for k, v in params.items()})
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    if not _writes():
+        return
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
 def log_artifact(path: Path, folder: str | None = None) -> None:
+    if not _writes():
+        return
     import mlflow
 
     mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 def set_tags(tags: dict[str, Any]) -> None:
+    if not _writes():
+        return
     import mlflow
 
     mlflow.set_tags({k: str(v) for k, v in tags.items()})

@@ -49,7 +49,9 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path, monkeypatch):
     run = client.get_run(parallel)
     assert run.info.status == "FINISHED" and run.data.tags["processes"] == "2"
     assert client.get_run(single).data.tags["processes"] == "1"
-    for name in ("train/loss", "val/t2v_rsum"):
+    assert client.get_run(parallel).data.metrics["test/t2v_rsum"] == pytest.approx(
+        client.get_run(single).data.metrics["test/t2v_rsum"])
+    for name in ("train/loss", "val/t2v_rsum", "val/t2v_MnR"):
         history = [sorted((m.step, m.value) for m in client.get_metric_history(r, name))
                    for r in (single, parallel)]
         assert [s for s, _ in history[0]] == [s for s, _ in history[1]] == [0, 1]
@@ -118,3 +120,29 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: batch size 4 is not divisible by the 3 processes; the global batch is split "
         "evenly")
+
+
+def rows_worker(rank, world, init_file, out_folder):
+    import torch.distributed as dist
+
+    from suite.distributed import Processes, gather_rows, share
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    processes = Processes(rank, world, rank)
+    gathered = {}
+    for count in (7, 1):  # uneven shares; fewer rows than processes
+        rows = torch.arange(count * 3, dtype=torch.float32).view(count, 3)
+        gathered[count] = gather_rows(rows[list(share(count, processes))], count, processes)
+    torch.save(gathered, Path(out_folder) / f"rows{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_every_process_receives_every_share_of_an_evaluation_split(tmp_path):
+    torch.multiprocessing.spawn(rows_worker, args=(2, str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=2)
+    for rank in (0, 1):
+        gathered = torch.load(tmp_path / f"rows{rank}.pt")
+        for count in (7, 1):
+            expected = torch.arange(count * 3, dtype=torch.float32).view(count, 3)
+            torch.testing.assert_close(gathered[count], expected, rtol=0, atol=0)
