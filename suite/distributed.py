@@ -23,7 +23,8 @@ import torch.distributed as dist
 
 from suite.errors import UserError
 
-# Other processes wait for rank 0's evaluation at their next collective: allow for long ones.
+# Rank 0 sometimes works alone (pre-training the tiny backbone into the cache, writing a
+# checkpoint) while the others wait at their next collective: allow for long waits.
 TIMEOUT = timedelta(hours=2)
 
 

@@ -19,3 +19,10 @@ def tiny_clip():
     register_embedded_configs()
     torch.manual_seed(0)
     return open_clip.create_model("tiny-clip", pretrained=None)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh MLflow SQLite store; the test runs in its folder (checkpoints land there)."""
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

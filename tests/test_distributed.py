@@ -1,7 +1,6 @@
 """Data-parallel training: torchrun with two CPU processes (gloo) trains exactly what one
 process trains on the same global batches."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tiny_runs import TINY_DATA, json_summary
 
 from suite.data.loading import TrainingBatches
 from suite.data.synthetic import SyntheticConfig, make_split
 
 ARGS = ["--method", "tempme", "--pretrained", "none", "--epochs", "2", "--batch-size", "4",
-        "--set", "data.num_train=8", "--set", "data.num_val=4", "--set", "data.num_test=8",
-        "--set", "train.eval_batch_size=8", "--device", "cpu", "--json"]
+        *TINY_DATA, "--device", "cpu", "--json"]
 BIN = Path(sys.executable).parent
 
 
@@ -36,13 +35,11 @@ def suite_run(store, *launcher):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"run_id"') == 1  # only the main process prints
-    return json.loads(done.stdout[done.stdout.index("{"):])["run_id"]
+    return json_summary(done.stdout)["run_id"]
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="no torchrun")
-def test_two_processes_train_the_same_weights_as_one(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_two_processes_train_the_same_weights_as_one(store, tmp_path):
     single = suite_run(store)
     parallel = suite_run(store, str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2")
     client = MlflowClient(store)

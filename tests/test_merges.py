@@ -1,11 +1,11 @@
 """Merge maps: every patch is assigned to the one final token that absorbed it, and drawn."""
 
-import json
 
 import numpy as np
 import open_clip
 import pytest
 import torch
+from tiny_runs import json_summary
 from typer.testing import CliRunner
 
 from methods import registry
@@ -108,7 +108,7 @@ def test_cli_reads_a_runs_config_and_trained_weights(tmp_path, monkeypatch):
                                  "1", "--batch-size", "4", *TINY_DATA[2:],
                                  "--tracking-uri", store, "--json"])
     assert result.exit_code == 0, result.output
-    run_id = json.loads(result.stdout[result.stdout.index("{"):])["run_id"]
+    run_id = json_summary(result.stdout)["run_id"]
     out = tmp_path / "run.png"
     result = runner.invoke(app, ["merges", "--run", run_id, "--tracking-uri", store,
                                  "--out", str(out)])

@@ -1,10 +1,10 @@
 """Mixed precision: bf16 autocast on the CPU is real and close to fp32; fp16 needs CUDA."""
 
-import json
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
 from methods import registry
@@ -47,16 +47,13 @@ def test_bf16_autocast_runs_the_towers_in_bf16_close_to_fp32(tiny_clip, method):
         assert cosine.min() > 0.99
 
 
-def test_bf16_run_end_to_end_is_tagged(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_bf16_run_end_to_end_is_tagged(store):
     args = ["run", "--method", "tempme", "--pretrained", "none", "--epochs", "1",
-            "--batch-size", "4", "--set", "data.num_train=8", "--set", "data.num_val=4",
-            "--set", "data.num_test=8", "--set", "train.precision=bf16",
+            "--batch-size", "4", *TINY_DATA, "--set", "train.precision=bf16",
             "--tracking-uri", store, "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    run_id = json.loads(result.stdout[result.stdout.index("{"):])["run_id"]
+    run_id = json_summary(result.stdout)["run_id"]
     run = MlflowClient(store).get_run(run_id)
     assert run.data.tags["precision"] == "bf16" and run.data.params["train.precision"] == "bf16"
     assert torch.isfinite(torch.tensor(run.data.metrics["train/loss"]))

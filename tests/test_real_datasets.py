@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_runs import json_summary
 from typer.testing import CliRunner
 from video_fixtures import MAKERS, frame_indices, read_code
 
@@ -217,14 +218,13 @@ BASE = ["--backbone", "tiny-clip", "--pretrained", "none", "--epochs", "1", "--b
 
 
 def test_run_end_to_end_on_msrvtt_with_skipped_bad_videos(fixtures, mlflow_uri):
-    import json
 
     result = runner.invoke(app, ["run", "--method", "tempme", "--dataset", "msrvtt", "--data-root",
                                  str(fixtures["msrvtt"].root), "--on-bad-video", "skip",
                                  "--tracking-uri", mlflow_uri, "--set", "data.val_fraction=0.25",
                                  *BASE])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json_summary(result.stdout)
     assert summary["best_epoch"] == 0 and 0 <= summary["test"]["t2v_R1"] <= 100
 
 

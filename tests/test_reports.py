@@ -1,7 +1,6 @@
 """Reports: tables and plots from a real MLflow SQLite store of runs logged directly."""
 
 import io
-import json
 import math
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from tiny_runs import json_summary
 from typer.testing import CliRunner
 
 from reports.files import atomic_write
@@ -206,7 +206,7 @@ def test_end_to_end_run_then_report(tmp_path, monkeypatch):
     ran = runner.invoke(app, ["run", "--method", "lora", *tiny, "--tracking-uri", store,
                               "--json"])
     assert ran.exit_code == 0, ran.output
-    summary = json.loads(ran.stdout[ran.stdout.index("{"):])
+    summary = json_summary(ran.stdout)
     result = runner.invoke(app, ["report", "--tracking-uri", store, "--format", "csv"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(io.StringIO(result.stdout))

@@ -1,12 +1,12 @@
 """Checkpoint and resume: an interrupted run continues in the same MLflow run and ends exactly
 where an uninterrupted run ends."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
 from suite import checkpoint
@@ -15,14 +15,7 @@ from suite.data.loading import TrainingBatches
 
 runner = CliRunner()
 TINY = ["--method", "tempme", "--pretrained", "none", "--epochs", "2", "--batch-size", "4",
-        "--set", "data.num_train=8", "--set", "data.num_val=4", "--set", "data.num_test=8",
-        "--set", "train.eval_batch_size=8"]
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+        *TINY_DATA]
 
 
 def invoke(store, *args):
@@ -31,7 +24,7 @@ def invoke(store, *args):
 
 def summary(result):
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return json_summary(result.stdout)
 
 
 def interrupt_at_epoch(monkeypatch, stop_epoch):

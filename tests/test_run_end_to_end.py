@@ -1,30 +1,22 @@
 """End to end: tiny runs that log to a real MLflow SQLite store, read back from it."""
 
-import json
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
 from suite import engine
 from suite.cli import app
 
 runner = CliRunner()
-TINY = ["--pretrained", "none", "--epochs", "1", "--batch-size", "4",
-        "--set", "data.num_train=8", "--set", "data.num_val=4", "--set", "data.num_test=8",
-        "--set", "train.eval_batch_size=8"]
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+TINY = ["--pretrained", "none", "--epochs", "1", "--batch-size", "4", *TINY_DATA]
 
 
 def run_cli(store, *args):
     result = runner.invoke(app, ["run", *args, "--tracking-uri", store, "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return json_summary(result.stdout)
 
 
 @pytest.mark.parametrize("method", ["lora", "tempme"])

@@ -1,11 +1,11 @@
 """suite sweep: Optuna studies whose trials are tiny suite runs, read back from MLflow."""
 
-import json
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from tiny_runs import json_summary
 from typer.testing import CliRunner
 
 from suite import engine, sweep
@@ -44,7 +44,7 @@ def sweep_cli(stores, *args):
 
 def summary_of(result):
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return json_summary(result.stdout)
 
 
 def sweep_runs(uri, study):
