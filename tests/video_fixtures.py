@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -56,9 +57,10 @@ def frame_indices(clip: np.ndarray) -> list[int]:
     return [read_code(f)[1] for f in clip]
 
 
-def write_video(path: Path, frames: int, fps: int = 10, tag: int = 0, width: int = 64,
-                height: int = 48, gop: int | None = None) -> Path:
-    """A video of ``frames`` frames at ``fps``; the codec follows the file's suffix."""
+def write_video(path: Path, frames: int, fps: int | Fraction = 10, tag: int = 0,
+                width: int = 64, height: int = 48, gop: int | None = None) -> Path:
+    """A video of ``frames`` frames at ``fps`` (a Fraction for NTSC rates such as 30000/1001);
+    the codec follows the file's suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = CODECS[path.suffix]
     with av.open(str(path), "w") as container:

@@ -2,13 +2,15 @@
 
 Frame cache: one ``.npy`` file per video holding its sampled real frames (uint8, n x S x S x 3,
 exactly what ``suite.data.video.read_clip`` returns), in a folder keyed by everything that decides
-those frames: dataset, video folder, frames, policy and size. Runs read it automatically when the
-folder exists; files are written atomically (temporary name, then rename), so an interrupted
-``prepare --cache`` leaves only whole files and resumes where it stopped.
+those frames: dataset, video folder, frames, policy, the policy's window rule, size, and the
+version of the sampling rules (``suite.data.video.SAMPLING_VERSION``), so frames sampled by an
+older rule are never read as the new rule's. Runs read it automatically when the folder exists;
+files are written atomically (``suite.files.write_atomic``), so an interrupted ``prepare
+--cache`` leaves only whole files and resumes where it stopped.
 
 Scan journal: one JSON line per checked video (id, file, size, modification time, status), keyed
-by dataset and video folder. ``prepare`` appends to it as it goes (so it resumes), and the
-``skip`` bad-video policy drops the videos it records as unreadable while the file is unchanged.
+by dataset and video folder. ``prepare`` appends to it as it goes (so it resumes), and building a
+split trusts what it records while the file is unchanged (readable or not) instead of probing.
 
 Both live under ``$SUITE_CACHE_DIR`` (default ``~/.cache/tvr-suite``), or ``data.cache_dir``.
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+
+from suite.files import write_atomic
 
 CACHE_VERSION = 1
 
@@ -41,10 +45,14 @@ def _digest(payload: dict) -> str:
 
 
 def frames_dir(root: Path, dataset: str, videos_dir: Path, frames: int, policy: str,
-               size: int | None) -> Path:
-    """The cache folder for one (dataset, video folder, frames, policy, size)."""
+               size: int | None, window: str = "") -> Path:
+    """The cache folder for one (dataset, video folder, frames, policy, window rule, size)
+    under the current sampling rules."""
+    from suite.data.video import SAMPLING_VERSION
+
     key = {"dataset": dataset, "videos": str(Path(videos_dir).resolve()), "frames": frames,
-           "policy": policy, "size": size, "v": CACHE_VERSION}
+           "policy": policy, "size": size, "v": CACHE_VERSION, "sampling": SAMPLING_VERSION,
+           "window": window}
     return root / "frames" / f"{dataset}-{frames}f-{policy}-{size}px-{_digest(key)}"
 
 
@@ -56,18 +64,6 @@ def journal_path(root: Path, dataset: str, videos_dir: Path) -> Path:
 def file_name(video_id: str) -> str:
     """A flat, reversible file name for any video id (ids may contain '/', '@', spaces)."""
     return quote(video_id, safe="@._-+=,") + ".npy"
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,7 @@ class FrameCache:
     def write_manifest(self, meta: dict) -> None:
         """What the folder holds, for people looking at it (runs do not read it)."""
         text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-        write_atomic(self.directory / "manifest.json", lambda f: f.write(text.encode()))
+        write_atomic(self.directory / "manifest.json", text)
 
 
 def file_stamp(path: str | Path) -> tuple[int, int] | None:

@@ -1,14 +1,24 @@
 """Video decoding with PyAV and the frame-sampling policies of protocol.md.
 
-Policies (``F`` frames per video):
+Each policy reproduces the frame indices of its reference's loader (``F`` frames per video of
+``n`` frames at ``fps``, both as the container states them):
 
-- ``tempme`` (default): candidate frames at 1 frame per second (frame ``floor(k * fps)`` for
-  second ``k``). More than ``F`` candidates: take ``F`` of them evenly spaced
-  (``linspace(0, n - 1, F)``, truncated to integers). Fewer: take ``F`` evenly spaced raw frames
-  over the whole clip (``linspace(0, frames - 1, F)``), so frames repeat in very short clips;
-  nothing is padded and the mask is all ones.
-- ``clip4clip``: the same candidates and the same ``linspace`` when there are more than ``F``;
-  fewer are all kept and the clip is padded with black frames that the mask marks as absent.
+- ``tempme`` (default), as LunarShen/TempMe ``tvr/dataloaders/dataloader_retrieval.py``
+  ``_get_rawvideo_dec`` (lines 258-277): candidates every ``round(fps)`` frames from frame 0
+  (``t_stride = int(round(float(fps) / sample_fps))``, ``sample_fps = 1``). More than ``F``
+  candidates: ``F`` of them evenly spaced (``linspace(0, len - 1, F)``, truncated); exactly ``F``:
+  all; fewer: ``F`` evenly spaced raw frames over the whole clip (``linspace(0, n - 1, F)``), so
+  frames repeat in very short clips; nothing is padded and the mask is all ones.
+- ``clip4clip``, as ArrowLuo/CLIP4Clip ``dataloaders/rawvideo_util.py`` ``video_to_tensor``
+  (lines 33-65): one frame per second at ``sec * int(fps)`` for ``sec`` from 0 to
+  ``ceil(n / int(fps))`` (or to the end of the loader's window, see ``end_second``), stopping at
+  the first frame past the end. More than ``F``: evenly spaced (``slice_framepos 2``, which every
+  training script of the README uses; ``dataloader_msrvtt_retrieval.py`` lines 105-112); ``F``
+  or fewer: all, and the clip is padded with black frames that the mask marks as absent.
+
+Where a reference would fail (a stated rate below 0.5 fps for ``tempme``, below 1 for
+``clip4clip``, or none), every frame is a candidate. ``SAMPLING_VERSION`` names these rules in
+the frame cache key: change it whenever a policy's indices change.
 
 Decoding is sequential from the start of the stream, only the sampled frames are converted to
 RGB (and scaled in the same swscale call), decoding stops after the last sampled frame, and a
@@ -31,6 +41,8 @@ import numpy as np
 from suite.errors import UserError
 
 POLICIES = ("tempme", "clip4clip")
+# 1: floor(k * fps) candidates for both policies; 2: each reference's own stride and window.
+SAMPLING_VERSION = 2
 
 
 class BadVideoError(UserError):
@@ -67,31 +79,52 @@ def check_policy(policy: str) -> None:
         raise UserError(f"unknown frame policy {policy!r}; valid: {', '.join(POLICIES)}")
 
 
-def candidate_frames(num_frames: int, fps: float) -> np.ndarray:
-    """Frames at 1 frame per second: ``floor(k * fps)`` for every second ``k`` inside the clip."""
+def stride(fps: float, policy: str) -> int:
+    """Frames between two candidates: ``round(fps)`` (tempme; Python's round, half to even) or
+    ``int(fps)`` (clip4clip); 1 when the rate is unknown or the reference's stride would be 0."""
+    check_policy(policy)
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        return 1
+    return max(1, round(fps) if policy == "tempme" else int(fps))
+
+
+def candidate_frames(num_frames: int, fps: float, policy: str = "tempme",
+                     end_second: int | None = None) -> np.ndarray:
+    """The policy's candidate frames (ascending) of a clip of ``num_frames`` frames.
+
+    ``end_second`` (clip4clip only) is the last second a loader reads, as CLIP4Clip's DiDeMo (31)
+    and ActivityNet (the annotated duration, rounded up) loaders pass it; the clip's own length
+    still bounds it (``end_sec = end_time if end_time <= total_duration else total_duration``).
+    """
     if num_frames <= 0:
         return np.zeros(0, dtype=np.int64)
-    if not fps or fps <= 0 or not math.isfinite(fps):
-        fps = 1.0  # unknown rate: every frame is a candidate
-    seconds = np.arange(math.ceil(num_frames / fps) + 1, dtype=np.float64)
-    frames = np.floor(seconds * fps + 1e-9).astype(np.int64)
-    return np.unique(frames[frames < num_frames])
+    step = stride(fps, policy)
+    if policy == "tempme":
+        if end_second is not None:
+            raise ValueError("the tempme policy reads whole clips (TempMe has no window)")
+        return np.arange(0, num_frames, step, dtype=np.int64)
+    last = -(-num_frames // step)  # total_duration = ceil(frameCount / fps)
+    if end_second is not None:
+        last = min(last, max(0, end_second))
+    frames = np.arange(last + 1, dtype=np.int64) * step
+    return frames[frames < num_frames]  # a read past the last frame ends the loop
 
 
-def sample_frames(num_frames: int, fps: float, frames: int, policy: str = "tempme") -> Sampling:
-    """The frame policy of protocol.md for a clip of ``num_frames`` frames at ``fps``."""
+def sample_frames(num_frames: int, fps: float, frames: int, policy: str = "tempme",
+                  end_second: int | None = None) -> Sampling:
+    """The frames the policy's reference takes from a clip of ``num_frames`` frames at ``fps``."""
     check_policy(policy)
     if frames < 1:
         raise ValueError("frames must be >= 1")
     if num_frames <= 0:
         raise ValueError("a clip needs at least one frame")
-    candidates = candidate_frames(num_frames, fps)
-    if len(candidates) >= frames:
+    candidates = candidate_frames(num_frames, fps, policy, end_second)
+    if len(candidates) > frames:
         picked = candidates[np.linspace(0, len(candidates) - 1, frames).astype(np.int64)]
         return Sampling(picked, frames)
-    if policy == "tempme":
-        return Sampling(np.linspace(0, num_frames - 1, frames).astype(np.int64), frames)
-    return Sampling(candidates, len(candidates))
+    if len(candidates) == frames or policy == "clip4clip":
+        return Sampling(candidates, len(candidates))
+    return Sampling(np.linspace(0, num_frames - 1, frames).astype(np.int64), frames)
 
 
 def pad(clip: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,21 +245,24 @@ def _decode(path: str | Path, targets: list[int], fps: float, size: int | None,
 
 
 def read_clip(path: str | Path, frames: int, policy: str = "tempme", size: int | None = 224,
-              seek: bool = True) -> np.ndarray:
+              seek: bool = True, end_second: int | None = None) -> np.ndarray:
     """The sampled real frames of the video at ``path``: uint8 (n, S, S, 3), n <= ``frames``.
 
-    ``n == frames`` except under the ``clip4clip`` policy for clips shorter than ``frames``
-    seconds; ``pad`` makes the model input. Any decoding failure raises ``BadVideoError``.
+    ``n == frames`` except under the ``clip4clip`` policy for clips with ``frames`` candidates
+    or fewer; ``pad`` makes the model input. ``end_second``: the clip4clip loader's window (see
+    ``candidate_frames``). Any decoding failure raises ``BadVideoError``.
     """
     import av
 
     check_policy(policy)
+    if end_second is not None and policy != "clip4clip":
+        raise ValueError("only the clip4clip policy reads a window of a clip")
     try:
         info = _stream_info(path)
         if info.num_frames <= 0:
             raise BadVideoError(f"video {path} has no frames")
         for attempt in range(2):
-            sampling = sample_frames(info.num_frames, info.fps, frames, policy)
+            sampling = sample_frames(info.num_frames, info.fps, frames, policy, end_second)
             targets = sorted(set(int(i) for i in sampling.indices))
             try:
                 got, decoded = _decode(path, targets, info.fps, size, seek)
