@@ -83,15 +83,28 @@ class RetrievalModel(nn.Module):
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.video_encoder(frames, mask), dim=-1)
 
+    def forward(self, ids: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text and video embeddings of a training batch (the call DistributedDataParallel
+        wraps)."""
+        return self.encode_text(ids), self.encode_video(frames, mask)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Trainable parameters split into (new, pretrained)."""
-        new: list[nn.Parameter] = []
-        pretrained: list[nn.Parameter] = []
-        for p in self.trainable_parameters():
-            (pretrained if id(p) in self._pretrained_ids else new).append(p)
+        new, pretrained = self.named_parameter_groups()
+        return [p for _, p in new], [p for _, p in pretrained]
+
+    def named_parameter_groups(self) -> tuple[list[tuple[str, nn.Parameter]],
+                                              list[tuple[str, nn.Parameter]]]:
+        """Trainable (name, parameter) pairs split into (new, pretrained)."""
+        new: list[tuple[str, nn.Parameter]] = []
+        pretrained: list[tuple[str, nn.Parameter]] = []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (pretrained if id(p) in self._pretrained_ids else new).append((name, p))
         return new, pretrained
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

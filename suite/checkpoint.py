@@ -1,18 +1,23 @@
 """Epoch checkpoints of a training run, so that an interrupted run resumes where it stopped.
 
 After every epoch the trainer writes one file, ``<checkpoint dir>/<MLflow run id>/last.pt``:
-the resolved config, the epochs done, the trainable weights, optimiser, scheduler and grad-scaler
-states, the best epoch so far with its weights, the random-number states and the timings. The
-file is replaced atomically, so a crash while writing leaves the previous epoch's checkpoint.
-A run that finishes deletes its checkpoint (its trained weights are an MLflow artifact).
+the resolved config, the epochs and steps done, the trainable weights, optimiser, scheduler and
+grad-scaler states, the kept (best) evaluation with its weights, the random-number states and
+the timings. The file is replaced atomically (suite.files), so a crash while writing leaves the
+previous epoch's checkpoint. A run that finishes deletes its checkpoint (its trained weights
+are an MLflow artifact).
+
+Nothing in a checkpoint runs code: it holds tensors and plain values only, is read with
+``torch.load(weights_only=True)``, and carries a SHA-256 of its contents, checked before it is
+read, so a damaged file is refused instead of resuming into garbage.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +25,13 @@ import numpy as np
 import torch
 
 from suite.errors import UserError
+from suite.files import write_atomic
 
 DEFAULT_DIR = Path("checkpoints")
 FILE_NAME = "last.pt"
+MAGIC = b"tvr-suite checkpoint v2\n"
+KEYS = ("run_id", "config", "epoch", "step", "model", "optimizer", "scheduler", "scaler",
+        "kept", "step_seconds", "rng", "training_seconds")
 
 
 def checkpoint_path(folder: Path, run_id: str) -> Path:
@@ -30,28 +39,42 @@ def checkpoint_path(folder: Path, run_id: str) -> Path:
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` with torch.save to a temporary file beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    """Serialise ``state`` (tensors and plain values), prefix its digest, replace ``path``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    write_atomic(path, MAGIC + digest + b"\n" + payload)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The state in checkpoint file ``path``, after checking its digest; one-line errors."""
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        raise UserError(f"checkpoint {path} is not a tvr-suite checkpoint (or from an older "
+                        f"version); start the run again")
+    digest, _, payload = data[len(MAGIC):].partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise UserError(f"checkpoint {path} is damaged (its checksum does not match); "
+                        f"start the run again")
     try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to a user
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"checkpoint {path} is unreadable: {first}") from None
+    missing = [key for key in KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; start the run again")
+    return state
 
 
 def load(folder: Path, run_id: str) -> dict[str, Any]:
-    """The checkpoint of ``run_id``; a missing or unreadable one is a user error."""
+    """The checkpoint of ``run_id``; a missing, damaged or unreadable one is a user error."""
     path = checkpoint_path(folder, run_id)
     if not path.is_file():
         raise UserError(f"no checkpoint for run {run_id} in {folder}/ (runs keep one from their "
                         f"first finished epoch until they finish); see --checkpoint-dir")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to a user
-        raise UserError(f"checkpoint {path} is unreadable: {exc}") from None
+    return read(path)
 
 
 def remove(folder: Path, run_id: str) -> None:
@@ -59,9 +82,17 @@ def remove(folder: Path, run_id: str) -> None:
 
 
 def rng_states() -> dict[str, Any]:
-    """Python, NumPy and torch generator states (CUDA too, when present)."""
-    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                              "torch": torch.get_rng_state()}
+    """Python, NumPy and torch generator states (CUDA too, when present), as tensors and plain
+    values."""
+    numpy_state = np.random.get_state(legacy=False)
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"state": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]),
+                  "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -69,7 +100,11 @@ def rng_states() -> dict[str, Any]:
 
 def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    saved = states["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": saved["state"].numpy().astype(np.uint32),
+                                   "pos": saved["pos"]},
+                         "has_gauss": saved["has_gauss"], "gauss": saved["gauss"]})
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,12 +1,15 @@
 """Data-parallel training under torchrun: one process per GPU (or N CPU processes, with gloo).
 
 ``torchrun --nproc_per_node N $(which suite) run ...`` starts N copies of the run. Each process
-holds the whole model and takes its contiguous share of every global batch
-(``train.batch_size`` stays the global batch). The contrastive loss needs every pair of the
-global batch, so each process gathers the others' embeddings (without their gradients, which
-live in the other processes) beside its own, computes the same global loss, and back-propagates
-it through its own embeddings; the sum of these gradients over the processes is the gradient of
-the global loss, so training follows the single-process run up to float summation order.
+holds the whole model, wrapped in torch's DistributedDataParallel, and takes its contiguous
+share of every global batch (``train.batch_size`` stays the global batch). The contrastive loss
+needs every pair of the global batch, so each process gathers every process's embeddings with
+the differentiable ``torch.distributed.nn.functional.all_gather`` and computes the same global
+loss. Its backward sums the N processes' gradients of their (identical) losses into each
+process's own embeddings, N times the gradient of the global loss through them; DDP averages
+the parameter gradients over the N processes (overlapped with the backward pass), which leaves
+exactly the gradient of the global loss, so training follows the single-process run up to
+float summation order.
 Evaluation is shared the same way: each process embeds its share of the videos and captions,
 and every process scores all of them, so all keep the same best epoch. Checkpoints, MLflow
 logging and the inference timing happen in the main process (rank 0) only.
@@ -112,23 +115,24 @@ def gather_rows(local: torch.Tensor, count: int, processes: Processes) -> torch.
 
 
 def gather_batch(local: torch.Tensor, processes: Processes) -> torch.Tensor:
-    """Every process's rows in rank order; only this process's rows carry gradients."""
+    """Every process's rows in rank order, differentiably: the backward pass returns to each
+    process the sum over all processes of the gradient with respect to its rows."""
     if not processes.enabled:
         return local
-    parts = [torch.empty_like(local) for _ in range(processes.world)]
-    dist.all_gather(parts, local.detach().contiguous())
-    parts[processes.rank] = local
-    return torch.cat(parts)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(local.contiguous()))
 
 
-def sum_gradients(params: list[torch.nn.Parameter], processes: Processes) -> None:
-    """Add up every process's gradients, in one flat all-reduce."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not processes.enabled or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
+def data_parallel(model: torch.nn.Module, processes: Processes, device: torch.device
+                  ) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (gradients averaged over the processes during the
+    backward pass); the model itself for one process."""
+    if not processes.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # Methods may leave some trainable parameters out of a step (a search phase, a frozen
+    # branch); unused ones are then found instead of hanging the reduction.
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)

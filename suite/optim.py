@@ -134,9 +134,5 @@ def make_optimizer(groups: list[dict[str, Any]], name: str, warmup: float, steps
         return bert, warmup_cosine_schedule(bert, warmup, steps)
     from transformers import get_cosine_schedule_with_warmup
 
-    optimizer: Optimizer
-    if name == "tempme-adamw":
-        optimizer = TempMeAdamW(groups)
-    else:
-        optimizer = torch.optim.AdamW(groups)
+    optimizer = TempMeAdamW(groups) if name == "tempme-adamw" else torch.optim.AdamW(groups)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, int(warmup * steps), steps)

@@ -106,7 +106,6 @@ def get(name: str) -> Preset:
 def apply_preset(config: Any, name: str) -> Any:
     """``config`` with the preset's settings, tagged with its name."""
     from suite.config import apply_overrides
-
     from suite.data.cards import load_card
 
     preset = get(name)

@@ -218,7 +218,7 @@ def measure_training_step(model: Any, frames: int, image_size: int, words: int,
                           vocab: int = 49408) -> TrainingCost:
     """Seconds and peak memory of forward + backward of the InfoNCE loss (no optimiser step:
     the weights stay as they are)."""
-    from suite.engine import symmetric_infonce
+    from suite.loss import symmetric_infonce
 
     model.train()
     pixels, mask = dummy_video(batch, frames, image_size, device)

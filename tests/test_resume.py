@@ -49,8 +49,7 @@ def test_resumed_run_equals_the_uninterrupted_run(store, tmp_path, monkeypatch):
         invoke(store, *TINY)
     stopped = next(r for r in client.search_runs(["1"]) if r.info.status == "KILLED")
     run_id = stopped.info.run_id
-    saved = torch.load(checkpoint.checkpoint_path(Path("checkpoints"), run_id),
-                       weights_only=False)
+    saved = checkpoint.read(checkpoint.checkpoint_path(Path("checkpoints"), run_id))
     assert saved["epoch"] == 1 and saved["config"]["method"] == "tempme"
     assert "test/t2v_rsum" not in stopped.data.metrics
 
@@ -87,20 +86,87 @@ def test_resume_errors_are_one_line(store, monkeypatch):
     assert result.exit_code == 2 and "not in the MLflow store" in result.output
 
 
+def complete_state(epoch: int) -> dict:
+    return {key: None for key in checkpoint.KEYS} | {"epoch": epoch,
+                                                      "model": {"w": torch.ones(3)}}
+
+
 def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "run" / "last.pt"
-    checkpoint.save_atomic({"epoch": 1}, path)
+    checkpoint.save_atomic(complete_state(1), path)
 
-    def broken_save(state, file):
-        Path(file).write_bytes(b"half")
+    def broken_write(file):
+        file.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    import suite.files
+
+    original = suite.files.write_atomic
+    monkeypatch.setattr(checkpoint, "write_atomic",
+                        lambda target, data: original(target, broken_write))
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save_atomic({"epoch": 2}, path)
+        checkpoint.save_atomic(complete_state(2), path)
     monkeypatch.undo()
-    assert torch.load(path, weights_only=False) == {"epoch": 1}
+    assert checkpoint.read(path)["epoch"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+class Payload:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_a_planted_checkpoint_runs_no_code(store, tmp_path):
+    """``--resume`` reads the checkpoint with weights_only: a pickle payload never runs."""
+    import hashlib
+    import io
+    import pickle
+
+    target = tmp_path / "pwned"
+    payload = pickle.dumps(complete_state(1) | {"run_id": Payload(target)})
+    for body in (payload, _framed(payload, hashlib.sha256(payload).hexdigest())):
+        path = tmp_path / "checkpoints" / "0123abcd" / "last.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        result = invoke(store, "--resume", "0123abcd")
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+        assert not target.exists()
+    buffer = io.BytesIO()
+    torch.save(complete_state(1) | {"run_id": Payload(target)}, buffer)
+    with pytest.raises(checkpoint.UserError, match="unreadable"):
+        checkpoint.read(_write(tmp_path / "t.pt", buffer.getvalue()))
+    assert not target.exists()
+
+
+def _framed(payload: bytes, digest: str) -> bytes:
+    return checkpoint.MAGIC + digest.encode() + b"\n" + payload
+
+
+def _write(path: Path, payload: bytes) -> Path:
+    import hashlib
+
+    path.write_bytes(_framed(payload, hashlib.sha256(payload).hexdigest()))
+    return path
+
+
+def test_a_damaged_or_incomplete_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic(complete_state(1), path)
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF  # one flipped byte in the tensor data
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.UserError, match="damaged"):
+        checkpoint.read(path)
+    incomplete = complete_state(1)
+    del incomplete["optimizer"]
+    checkpoint.save_atomic(incomplete, path)
+    with pytest.raises(checkpoint.UserError, match="lacks optimizer"):
+        checkpoint.read(path)
 
 
 def test_sigterm_ends_the_run_killed_and_resumable(store, tmp_path):
