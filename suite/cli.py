@@ -316,9 +316,9 @@ def prepare(
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes (0: in this one).")] = 0,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="data.NAME=VALUE, as for `suite run` (e.g. data.videos=DIR).")] = None,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="Exit with code 1 when anything is missing, unreadable or miscounted.")
-    ] = False,
+    allow_problems: Annotated[bool, typer.Option(
+        "--allow-problems", help="Exit with code 0 even when videos are missing or unreadable "
+        "or counts differ from the card (default: code 1).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check a dataset's files against its card (counts, missing and unreadable videos) and
@@ -339,7 +339,7 @@ def prepare(
     else:
         for line in report.lines():
             typer.echo(line)
-    if strict and report.problems:
+    if report.problems and not allow_problems:
         raise typer.Exit(1)
 
 

@@ -221,6 +221,12 @@ def check(config: RunConfig) -> None:
         raise UserError(f"unknown --select-on {config.select_on!r}; valid: val, test")
     if config.on_bad_video not in ("fail", "skip"):
         raise UserError(f"unknown --on-bad-video {config.on_bad_video!r}; valid: fail, skip")
+    # Last: every video file the run reads is found and probed before anything trains or logs.
+    from methods import registry
+    from suite.data.real import check_files
+
+    trains = bool(registry.get(config.method).learning_rates) and config.train.epochs > 0
+    check_files(load_card(config.dataset), config, trains)
 
 
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,

@@ -2,11 +2,12 @@
 
 For every annotation part of the card it counts the videos the annotation file lists and
 compares them with the card's expected count, then looks for every video's file and decodes each
-one exactly as a run would (same frame policy, frames and size). Missing and unreadable videos are
-listed. With ``cache=True`` the sampled frames go to the frame cache that later runs read
-automatically. Progress is journalled video by video (``suite.data.frame_cache``), so an
-interrupted prepare resumes where it stopped; videos whose file has not changed since they were
-checked are not decoded again.
+one exactly as a run would (same frame policy, window, frames and size). Missing and unreadable
+videos are listed; any problem makes ``suite prepare`` exit with code 1 (``--allow-problems``:
+0), so a script can stop before a run. With ``cache=True`` the sampled frames go to the frame
+cache that later runs read automatically. Progress is journalled video by video
+(``suite.data.frame_cache``), so an interrupted prepare resumes where it stopped; videos whose
+file has not changed since they were checked are not decoded again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from suite.data.real import (
     resolve_videos,
     train_part,
     videos_dir,
+    window_rule,
 )
 from suite.data.video import BadVideoError, read_clip
 from suite.errors import UserError
@@ -119,16 +121,19 @@ class PrepareReport:
             out.append(f"frame cache: {self.cache_dir} ({self.cached} videos); runs with the same "
                        f"frames, policy and size use it automatically")
         out.append("OK" if not self.problems else
-                   f"{self.problems} problems; --on-bad-video skip leaves bad videos out of runs")
+                   f"{self.problems} problems; fix them (videos go in {self.videos_dir}, "
+                   f"annotation files in --data-root {self.data_root}), or run with "
+                   f"--on-bad-video skip, which leaves bad videos out and counts their test "
+                   f"queries as misses")
         return out
 
 
 def _check(video_id: str, path: str, frames: int, policy: str, size: int,
-           cache: FrameCache | None) -> ScanEntry:
+           cache: FrameCache | None, end_second: int | None = None) -> ScanEntry:
     """Decode one video as a run would; cache its frames if asked. Runs in worker processes."""
     stamp = file_stamp(path) or (0, 0)
     try:
-        clip = read_clip(path, frames, policy, size)
+        clip = read_clip(path, frames, policy, size, end_second=end_second)
     except BadVideoError as exc:
         reason = str(exc).removeprefix(f"cannot decode video {path}: ")
         return ScanEntry(video_id, path, *stamp, status="unreadable", error=reason)
@@ -138,10 +143,11 @@ def _check(video_id: str, path: str, frames: int, policy: str, size: int,
 
 
 def _check_all(todo: list[tuple[str, str]], frames: int, policy: str, size: int,
-               cache: FrameCache | None, workers: int) -> Iterator[ScanEntry]:
+               cache: FrameCache | None, workers: int, ends: dict[str, int]
+               ) -> Iterator[ScanEntry]:
     if workers <= 0:
         for video, path in todo:
-            yield _check(video, path, frames, policy, size, cache)
+            yield _check(video, path, frames, policy, size, cache, ends.get(video))
         return
     from concurrent.futures import ProcessPoolExecutor
 
@@ -149,17 +155,22 @@ def _check_all(todo: list[tuple[str, str]], frames: int, policy: str, size: int,
     try:
         n = len(todo)
         yield from pool.map(_check, [v for v, _ in todo], [p for _, p in todo], [frames] * n,
-                            [policy] * n, [size] * n, [cache] * n, chunksize=4)
+                            [policy] * n, [size] * n, [cache] * n,
+                            [ends.get(v) for v, _ in todo], chunksize=4)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def split_sources(loader: str, train: str, val_fraction: float) -> dict[str, str]:
+    """Where each split of a run that selects on validation comes from (runs with
+    ``--select-on last`` or ``test`` train on the whole training part)."""
     parts = SPLIT_PARTS[loader]
-    return {"train": train if parts["val"] is not None else
-            f"{train} minus {val_fraction:.0%} held out",
-            "val": parts["val"] or f"{val_fraction:.0%} of {train} (seeded)",
-            "test": str(parts["test"])}
+    if parts["val"] is not None:
+        return {"train": train, "val": parts["val"], "test": str(parts["test"])}
+    if val_fraction == 0:
+        return {"train": train, "val": "none (data.val_fraction=0)", "test": str(parts["test"])}
+    return {"train": f"{train} minus {val_fraction:.0%} held out",
+            "val": f"{val_fraction:.0%} of {train} (seeded)", "test": str(parts["test"])}
 
 
 def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = None,
@@ -182,6 +193,7 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
     parts: list[PartReport] = []
     order: dict[str, None] = {}
     members: dict[str, list[str]] = {}
+    ends: dict[str, int] = {}  # the clip4clip windows a run reads
     for part, expected in card.splits.items():
         try:
             ann = read_part(base, card, part)
@@ -190,6 +202,8 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
             continue
         members[part] = ann.video_ids
         order.update(dict.fromkeys(ann.video_ids))
+        if opts.policy == "clip4clip":
+            ends.update(ann.ends)
         parts.append(PartReport(part, expected, len(ann.video_ids), len(ann.captions), 0))
     ids = list(order)
     paths = dict(zip(ids, resolve_videos(card.loader, videos, ids), strict=True))
@@ -199,11 +213,12 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
     earlier = read_journal(journal)
     frame_cache = None
     if cache:
-        frame_cache = FrameCache(frames_dir(root_dir, card.name, videos, frames, opts.policy, size),
-                                 frames, size)
+        window = window_rule(card, opts.policy)
+        frame_cache = FrameCache(frames_dir(root_dir, card.name, videos, frames, opts.policy, size,
+                                            window), frames, size)
         frame_cache.directory.mkdir(parents=True, exist_ok=True)
         frame_cache.write_manifest({"dataset": card.name, "videos": str(videos), "frames": frames,
-                                    "policy": opts.policy, "size": size})
+                                    "policy": opts.policy, "size": size, "window": window})
     status: dict[str, ScanEntry] = {}
     todo: list[tuple[str, str]] = []
     for video in ids:
@@ -219,7 +234,7 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
     resumed = len(status)
     with Journal(journal) as log, progress_bar(f"checking {card.name} videos", len(todo),
                                                 enabled=show_progress) as advance:
-        for entry in _check_all(todo, frames, opts.policy, size, frame_cache, workers):
+        for entry in _check_all(todo, frames, opts.policy, size, frame_cache, workers, ends):
             log.add(entry)
             status[entry.video_id] = entry
             advance()

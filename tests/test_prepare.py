@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 from video_fixtures import frame_indices, make_activitynet, make_msrvtt, write_video
 
+import suite.data.cards
 import suite.prepare
 from suite.cli import app
 from suite.config import RunConfig
@@ -110,18 +111,61 @@ def test_missing_annotation_file_is_reported_per_part(tmp_path):
     assert report.checked == 11
 
 
-def test_cli_prepare_prints_the_report_and_json(tmp_path):
+def test_cli_prepare_exits_1_on_problems_unless_allowed(tmp_path):
     fx = make_msrvtt(tmp_path / "msrvtt")
     args = ["prepare", "--dataset", "msrvtt", "--data-root", str(fx.root), "--frames", "4",
             "--set", "data.size=32"]
     text = runner.invoke(app, args)
-    assert text.exit_code == 0, text.output
+    assert text.exit_code == 1, text.output
     assert "missing videos (1):" in text.stdout and "unreadable videos (1):" in text.stdout
-    strict = runner.invoke(app, [*args, "--strict", "--json"])
-    assert strict.exit_code == 1
-    data = json.loads(strict.stdout)
+    last = text.stdout.strip().splitlines()[-1]
+    assert last.startswith("5 problems;") and f"--data-root {fx.root}" in last
+    allowed = runner.invoke(app, [*args, "--allow-problems", "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    data = json.loads(allowed.stdout)
     assert data["problems"] == 5 and data["missing"] == {"video7": str(fx.videos / "video7.*")}
     assert [p["annotated"] for p in data["parts"]] == [8, 6, 4]
+
+
+def test_cli_prepare_exits_0_when_everything_is_there(tmp_path, monkeypatch):
+    """Counts as the card says (a card whose expected counts are the fixture's), no bad video."""
+    import shutil
+    import tomllib
+
+    fx = make_activitynet(tmp_path / "anet")
+    write_video(fx.videos / f"{fx.corrupt[0][2:]}.mp4", 12)
+    write_video(fx.videos / f"{fx.missing[0][2:]}.mp4", 12)
+    cards = tmp_path / "cards"
+    shutil.copytree(suite.data.cards.cards_dir(), cards)
+    text = (cards / "activitynet.toml").read_text()
+    splits = tomllib.loads(text)["splits"]
+    for part, count in splits.items():
+        text = text.replace(f"{part} = {count}", f"{part} = {len(fx.parts[part])}")
+    (cards / "activitynet.toml").write_text(text)
+    monkeypatch.setenv("SUITE_DATASETS_DIR", str(cards))
+    result = runner.invoke(app, ["prepare", "--dataset", "activitynet", "--data-root",
+                                 str(fx.root), "--frames", "4", "--set", "data.size=32"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "OK"
+
+
+def test_prepare_decodes_and_caches_with_the_runs_window(tmp_path):
+    """Under clip4clip, ActivityNet is read up to its annotated duration (3.1 s -> 4 s): the
+    cached frames are the run's (0 10 20 40 of a 64-frame video at 10 fps, not 0 20 40 60)."""
+    fx = make_activitynet(tmp_path / "anet")
+    opts = {**OPTS, "policy": "clip4clip"}
+    report = prepare("activitynet", str(fx.root), opts, frames=4, backbone="tiny-clip",
+                     cache=True, show_progress=False)
+    assert report.cache_dir is not None and report.cache_dir != prepare(
+        "activitynet", str(fx.root), OPTS, frames=4, cache=True, show_progress=False).cache_dir
+    config = RunConfig(method="zeroshot", dataset="activitynet", backbone="tiny-clip", frames=4,
+                       data_root=str(fx.root), on_bad_video="skip", select_on="last",
+                       data_options=opts)
+    split = load_split(load_card("activitynet"), "train", config)
+    assert split.cache is not None and str(split.cache.directory) == report.cache_dir
+    first = fx.parts["train"][0]
+    assert frame_indices(split.cache.get(first)) == [0, 10, 20, 40]
+    assert frame_indices(split.load(0).frames) == [0, 10, 20, 40]
 
 
 @pytest.mark.parametrize("args, fragment", [

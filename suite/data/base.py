@@ -22,6 +22,11 @@ class VideoTextSplit(ABC):
     ``captions[i]`` describes ``video_ids[caption_video[i]]``. Multi-caption datasets list every
     caption; paragraph datasets list one joined paragraph per video. Loaders differ only in where
     the frames come from (``load``).
+
+    An evaluation split whose loader left videos out (``--on-bad-video skip``) still owes the
+    queries of those videos: ``missed_videos`` videos and their ``missed_captions`` captions
+    are in the ground truth but not in ``video_ids``/``captions``. Evaluation counts each as a
+    query that found nothing (ranked below every candidate), so a skip never raises a figure.
     """
 
     def __init__(self, name: str, video_ids: list[str], captions: list[str],
@@ -34,6 +39,9 @@ class VideoTextSplit(ABC):
         self.caption_video = caption_video
         # Optional group id per video: videos that training batches should keep together.
         self.groups: list[int] | None = None
+        # Queries of left-out videos that evaluation counts as misses (see the class docstring).
+        self.missed_videos = 0
+        self.missed_captions = 0
 
     @abstractmethod
     def load(self, index: int) -> Clip:

@@ -9,17 +9,26 @@ per-movie folders and mixed ``.mp4``/``.webm`` copies work.
 The card's ``[splits]`` table names the annotation parts (``train``, ``test``, ``val_1``,
 ``train_7k`` ...) with their expected video counts; ``SPLIT_PARTS`` maps the suite's splits onto
 them. Where a dataset has no validation split, ``val`` holds out ``data.val_fraction`` (5%) of the
-training videos, chosen deterministically from ``train.seed``; ``train`` is the rest.
+training videos, chosen deterministically from ``train.seed``, and ``train`` is the rest; runs
+that select on the test split or take the last epoch (``select_on`` "test" or "last") need no
+validation and train on the whole training part, as does ``data.val_fraction=0``.
 
-Bad videos (``--on-bad-video``):
+Frames follow ``data.policy`` (``suite.data.video``). Under ``clip4clip`` the loaders also read
+the window CLIP4Clip's loader reads: seconds 0-31 of a DiDeMo video, seconds 0 to the annotated
+duration (rounded up) of an ActivityNet video.
 
-- ``fail`` (default): a missing video stops the run when the split is built, an undecodable one
-  when it is first decoded; either way one line that names the file.
-- ``skip``: when the split is built, missing videos and unreadable ones are left out, with their
-  captions, and counted in ``split.skipped``. Unreadable means recorded so by ``suite prepare``
-  (while the file is unchanged) or, for videos no scan has seen, failing a quick probe (open the
-  file, decode its first frame). A video that passes the probe but breaks further in still stops
-  the run with one line; ``suite prepare`` decodes every video as a run would and finds those.
+Bad videos (``--on-bad-video``). When a split is built every video file is looked for and
+checked: recorded as readable or not by ``suite prepare`` (while the file is unchanged), or else
+probed (opened and its first frame decoded; once per file and process). ``check_files`` builds
+every split a run needs this way before the run starts.
+
+- ``fail`` (default): a missing or unreadable video stops the run, in one line naming the file.
+- ``skip``: such videos are left out with their captions and counted in ``split.skipped``; in
+  the evaluation splits (val, test) their captions still count as queries that found nothing
+  (``missed_videos``, ``missed_captions``), so skipping never raises a figure.
+
+A video that passes the probe but breaks further in still stops the run with one line; ``suite
+prepare`` decodes every video as a run would and finds those.
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import os
-import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,7 +48,15 @@ import numpy as np
 
 from suite.data.base import Clip, VideoTextSplit
 from suite.data.cards import DatasetCard
-from suite.data.frame_cache import FrameCache, cache_root, frames_dir, journal_path, read_journal
+from suite.data.frame_cache import (
+    FrameCache,
+    cache_root,
+    file_stamp,
+    frames_dir,
+    journal_path,
+    read_journal,
+)
+from suite.data.safe_pickle import load_plain
 from suite.data.video import POLICIES, BadVideoError, pad, probe, read_clip
 from suite.errors import UserError
 
@@ -64,6 +81,13 @@ COMMON_OPTIONS = ("videos", "policy", "size", "augment", "cache", "cache_dir", "
 EXTRA_OPTIONS = {"msrvtt": ("train_split",)}
 MSRVTT_TRAIN_SPLITS = {"9k": "train", "7k": "train_7k"}
 
+# CLIP4Clip's DiDeMo loader reads every video as seconds 0-31 (dataloader_didemo_retrieval.py
+# lines 79-84: ``caption_dict[k_]["start"] = [0]``, ``caption_dict[k_]["end"] = [31]``).
+DIDEMO_END_SECOND = 31
+# What the clip4clip policy's window is on each dataset (part of the frame cache key).
+CLIP4CLIP_WINDOWS = {"didemo": f"seconds 0-{DIDEMO_END_SECOND}",
+                     "activitynet": "seconds 0 to ceil(annotated duration)"}
+
 
 # ----------------------------------------------------------------------------- annotations
 
@@ -75,6 +99,8 @@ class Annotations:
     video_ids: list[str]
     captions: list[str]
     caption_video: list[int]
+    # Video id -> the last second CLIP4Clip's loader reads (its window; clip4clip policy only).
+    ends: dict[str, int] = field(default_factory=dict)
 
     def subset(self, keep: Iterable[int]) -> Annotations:
         """Only the videos at positions ``keep`` (in order), with their captions."""
@@ -85,7 +111,9 @@ class Annotations:
             if video in new_index:
                 captions.append(caption)
                 caption_video.append(new_index[video])
-        return Annotations([self.video_ids[i] for i in keep], captions, caption_video)
+        ids = [self.video_ids[i] for i in keep]
+        return Annotations(ids, captions, caption_video,
+                           {v: self.ends[v] for v in ids if v in self.ends})
 
 
 def group(pairs: Iterable[tuple[str, str]], order: list[str] | None = None) -> Annotations:
@@ -112,7 +140,7 @@ def paragraphs(ann: Annotations) -> Annotations:
     """Paragraph-to-video: all captions of a video joined into one, in file order."""
     joined = [" ".join(c.strip() for c in captions if c.strip())
               for captions in _captions_by_video(ann)]
-    return Annotations(ann.video_ids, joined, list(range(len(ann.video_ids))))
+    return Annotations(ann.video_ids, joined, list(range(len(ann.video_ids))), ann.ends)
 
 
 def _captions_by_video(ann: Annotations) -> list[list[str]]:
@@ -173,12 +201,28 @@ def read_msrvtt(root: Path, card: DatasetCard, part: str) -> Annotations:
 
 
 def read_msvd(root: Path, card: DatasetCard, part: str) -> Annotations:
-    """``{part}_list.txt`` ids, captions from ``raw-captions.pkl`` (lists of tokens)."""
+    """``{part}_list.txt`` ids, captions from ``raw-captions.pkl`` (video id -> captions, each a
+    list of words, joined with spaces as CLIP4Clip does). The pickle is read as plain data only
+    (``suite.data.safe_pickle``): a planted object is refused, never run."""
     order = _read_lines(_file(root, card, part))
-    with _file(root, card, "captions").open("rb") as f:
-        captions = pickle.load(f)  # the published annotation file (trusted, like CLIP4Clip)
-    pairs = [(video, " ".join(c) if isinstance(c, list | tuple) else str(c))
-             for video in order for c in captions.get(video, [])]
+    path = _file(root, card, "captions")
+    captions = load_plain(path)
+    if not isinstance(captions, dict):
+        raise UserError(f"{path} must map video ids to lists of captions, "
+                        f"got a {type(captions).__name__}")
+    pairs = []
+    for video in order:
+        entries = captions.get(video, [])
+        if not isinstance(entries, list | tuple):
+            raise UserError(f"{path}: the captions of {video} are not a list")
+        for caption in entries:
+            if isinstance(caption, list | tuple) and all(isinstance(w, str) for w in caption):
+                pairs.append((video, " ".join(caption)))
+            elif isinstance(caption, str):
+                pairs.append((video, caption))
+            else:
+                raise UserError(f"{path}: a caption of {video} is neither text nor a list of "
+                                f"words")
     return group(pairs, order)
 
 
@@ -207,7 +251,9 @@ def read_didemo(root: Path, card: DatasetCard, part: str) -> Annotations:
                         f"entries") from None
     listing = card.files.get(f"{part}_list")
     order = _read_lines(root / listing) if listing and (root / listing).is_file() else None
-    return group(pairs, order)
+    ann = group(pairs, order)
+    ann.ends = dict.fromkeys(ann.video_ids, DIDEMO_END_SECOND)
+    return ann
 
 
 def read_activitynet(root: Path, card: DatasetCard, part: str) -> Annotations:
@@ -222,7 +268,25 @@ def read_activitynet(root: Path, card: DatasetCard, part: str) -> Annotations:
                  for sentence in entry["sentences"]]
     except (KeyError, TypeError):
         raise UserError(f"{root / card.files[part]} entries need a 'sentences' list") from None
-    return group(pairs, [str(v) for v in order])
+    ann = group(pairs, [str(v) for v in order])
+    for video in ann.video_ids:
+        end = activitynet_end(data[video].get("duration"))
+        if end is not None:
+            ann.ends[video] = end
+    return ann
+
+
+def activitynet_end(duration: Any) -> int | None:
+    """The last second CLIP4Clip reads of an ActivityNet video: its annotated duration rounded
+    up (``dataloader_activitynet_retrieval.py`` line 120), at least 1 (``_get_rawvideo`` lines
+    174-181 turn an empty window [0, 0] into [0, 1]); None (the whole file) without a duration."""
+    try:
+        seconds = float(duration)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return max(math.ceil(seconds), 0) or 1
 
 
 READERS: dict[str, Callable[[Path, DatasetCard, str], Annotations]] = {
@@ -331,8 +395,10 @@ def resolve_options(card: DatasetCard, overrides: dict[str, Any]) -> DataOptions
     if not isinstance(opts.size, int) or isinstance(opts.size, bool) or opts.size < 0:
         raise UserError(f"data.size must be a whole number of pixels (0: the backbone's), "
                         f"got {opts.size!r}")
-    if not isinstance(opts.val_fraction, int | float) or not 0 < opts.val_fraction < 1:
-        raise UserError(f"data.val_fraction must be between 0 and 1, got {opts.val_fraction!r}")
+    if (not isinstance(opts.val_fraction, int | float) or isinstance(opts.val_fraction, bool)
+            or not 0 <= opts.val_fraction < 1):
+        raise UserError(f"data.val_fraction must be at least 0 and below 1 (0: no validation "
+                        f"split), got {opts.val_fraction!r}")
     for name in ("augment", "cache"):
         if not isinstance(getattr(opts, name), bool):
             raise UserError(f"data.{name} must be true or false, got {getattr(opts, name)!r}")
@@ -384,7 +450,7 @@ def image_size_of(backbone: str) -> int:
 
 def holdout(n: int, fraction: float, seed: int) -> np.ndarray:
     """Positions of the held-out validation videos among ``n`` training videos (sorted)."""
-    if n < 2:
+    if n < 2 or fraction <= 0:
         return np.zeros(0, dtype=np.int64)
     count = min(n - 1, max(1, round(fraction * n)))
     rng = np.random.default_rng([seed, 20240601])
@@ -392,6 +458,11 @@ def holdout(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the split
+
+# Runs that need no validation split: they train on the whole training part.
+WHOLE_TRAINING = ("last", "test")
+# Splits whose figures are reported: a video left out there still owes its queries.
+EVALUATION_SPLITS = ("val", "test")
 
 
 @dataclass
@@ -402,50 +473,162 @@ class Screened:
     skipped: dict[str, str] = field(default_factory=dict)  # video id -> reason
 
 
+# (path, size, modification time) -> what ``probe`` found: every file is probed once per process
+# while it is unchanged, however many times a split is built (``check_files``, then the run).
+_PROBED: dict[tuple[str, int, int], str | None] = {}
+
+
+def probe_once(path: str) -> str | None:
+    """``probe(path)``, remembered while the file is unchanged."""
+    stamp = file_stamp(path)
+    if stamp is None:
+        return probe(path)
+    key = (path, *stamp)
+    if key not in _PROBED:
+        _PROBED[key] = probe(path)
+    return _PROBED[key]
+
+
+def probe_all(paths: list[str]) -> list[str | None]:
+    """``probe_once`` of every path, a few at a time (opening a file is mostly waiting)."""
+    if len(paths) < 2:
+        return [probe_once(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, len(paths))) as pool:
+        return list(pool.map(probe_once, paths))
+
+
 def screen(card: DatasetCard, split: str, ids: list[str], paths: list[str | None], mode: str,
            videos: Path, journal: Path, root: Path) -> Screened:
     """Apply the bad-video policy to a split's videos (see the module docstring)."""
-    missing = [i for i, p in enumerate(paths) if p is None]
-    if mode == "fail":
-        if missing:
-            first = expected_file(card.loader, videos, ids[missing[0]])
-            raise BadVideoError(
-                f"{card.name} {split}: video file {first} is missing ({len(missing)} of "
-                f"{len(ids)} missing; `suite prepare --dataset {card.name} --data-root {root}` "
-                f"lists them, --on-bad-video skip leaves them out)")
-        return Screened(list(range(len(ids))))
-    if mode != "skip":
+    if mode not in ("fail", "skip"):
         raise UserError(f"unknown --on-bad-video {mode!r}; valid: fail, skip")
+    hint = (f"`suite prepare --dataset {card.name} --data-root {root}` lists them, "
+            f"--on-bad-video skip leaves them out")
+    missing = [i for i, p in enumerate(paths) if p is None]
+    if mode == "fail" and missing:
+        first = expected_file(card.loader, videos, ids[missing[0]])
+        raise BadVideoError(f"{card.name} {split}: video file {first} is missing ({len(missing)} "
+                            f"of {len(ids)} missing; {hint})")
     scanned = read_journal(journal)
-    out = Screened([])
+    problems: dict[int, str] = {}
     to_probe: list[int] = []
     for i, (video, path) in enumerate(zip(ids, paths, strict=True)):
         if path is None:
-            out.skipped[video] = "missing"
             continue
         entry = scanned.get(video)
         if entry is not None and entry.path == path and entry.current():
-            problem = (entry.error or "unreadable") if entry.status != "ok" else None
+            if entry.status != "ok":
+                problems[i] = entry.error or "unreadable"
         else:
             to_probe.append(i)
-            continue
-        if problem is None:
-            out.keep.append(i)
-        else:
-            out.skipped[video] = f"unreadable: {problem}"
     if len(to_probe) > 200:
         from suite.progress import console
 
         console.print(f"{card.name} {split}: checking {len(to_probe)} videos that no "
-                      f"`suite prepare` has scanned (--on-bad-video skip)")
-    for i in to_probe:
-        problem = probe(paths[i])  # type: ignore[arg-type]
-        if problem is None:
-            out.keep.append(i)
+                      f"`suite prepare` has scanned")
+    found = probe_all([paths[i] for i in to_probe])  # type: ignore[misc]
+    problems.update({i: why for i, why in zip(to_probe, found, strict=True) if why is not None})
+    if mode == "fail" and problems:
+        first_bad = min(problems)
+        raise BadVideoError(f"{card.name} {split}: video {paths[first_bad]} cannot be decoded: "
+                            f"{problems[first_bad]} ({len(problems)} of {len(ids)} unreadable; "
+                            f"{hint})")
+    out = Screened([])
+    for i, video in enumerate(ids):
+        if paths[i] is None:
+            out.skipped[video] = "missing"
+        elif i in problems:
+            out.skipped[video] = f"unreadable: {problems[i]}"
         else:
-            out.skipped[ids[i]] = f"unreadable: {problem}"
-    out.keep.sort()
+            out.keep.append(i)
     return out
+
+
+def split_annotations(card: DatasetCard, split: str, config: RunConfig, root: Path,
+                      opts: DataOptions) -> Annotations:
+    """The annotation part behind split ``split``, with the validation hold-out applied."""
+    parts = SPLIT_PARTS[card.loader]
+    official = parts["test"] if split == "test" else parts["val"] if split == "val" else None
+    if official is not None:
+        return read_part(root, card, official)
+    whole = config.select_on in WHOLE_TRAINING
+    if split == "val" and whole:
+        raise UserError(f"{card.name} has no validation split when a run trains on the whole "
+                        f"training part (--select-on {config.select_on})")
+    if split == "val" and opts.val_fraction == 0:
+        raise UserError(f"{card.name} has no validation split with data.val_fraction=0; use "
+                        f"--select-on last or --select-on test, or a val_fraction above 0")
+    ann = read_part(root, card, train_part(card, opts))
+    if parts["val"] is not None or (split == "train" and (whole or opts.val_fraction == 0)):
+        return ann
+    held = holdout(len(ann.video_ids), opts.val_fraction, config.train.seed)
+    if split == "val":
+        return ann.subset(int(i) for i in held)
+    held_set = set(held.tolist())
+    return ann.subset(i for i in range(len(ann.video_ids)) if i not in held_set)
+
+
+@dataclass
+class SplitFiles:
+    """A split's usable videos and captions, and what the bad-video policy left out."""
+
+    ann: Annotations  # the kept videos
+    paths: list[str]
+    root: Path
+    skipped: dict[str, str]  # video id -> why it was left out
+    missed_videos: int  # left-out videos whose queries evaluation counts as misses
+    missed_captions: int
+    opts: DataOptions
+    videos: Path
+    cache_base: Path
+
+
+def split_files(card: DatasetCard, split: str, config: RunConfig) -> SplitFiles:
+    """Read split ``split``'s annotations, find its files and apply the bad-video policy."""
+    opts = resolve_options(card, config.data_options)
+    root = data_root(card, config.data_root)
+    videos = videos_dir(card, root, opts)
+    ann = split_annotations(card, split, config, root, opts)
+    cache_base = cache_root(opts.cache_dir or None)
+    paths = resolve_videos(card.loader, videos, ann.video_ids)
+    screened = screen(card, split, ann.video_ids, paths, config.on_bad_video, videos,
+                      journal_path(cache_base, card.name, videos), root)
+    if not screened.keep:
+        raise UserError(f"{card.name} {split}: no usable videos ({len(screened.skipped)} "
+                        f"skipped as missing or unreadable, of {len(ann.video_ids)})")
+    missed_videos = missed_captions = 0
+    if split in EVALUATION_SPLITS:
+        gone = set(range(len(ann.video_ids))) - set(screened.keep)
+        missed_videos = len(gone)
+        missed_captions = sum(video in gone for video in ann.caption_video)
+    kept_paths = [paths[i] for i in screened.keep]
+    return SplitFiles(ann.subset(screened.keep), [p for p in kept_paths if p is not None], root,
+                      screened.skipped, missed_videos, missed_captions, opts, videos, cache_base)
+
+
+def needed_splits(config: RunConfig, trains: bool) -> list[str]:
+    """The splits a run reads, test first: train when it trains, val when it selects on it
+    (an untrained run still reports validation figures then)."""
+    return ["test"] + (["val"] if config.select_on == "val" else []) + (
+        ["train"] if trains else [])
+
+
+def check_files(card: DatasetCard, config: RunConfig, trains: bool = True) -> dict[str, int]:
+    """Build every split the run needs up to its files (annotations read, every video looked
+    for and probed) before anything trains or is logged: a missing or unreadable video stops
+    here under ``fail``. Returns the videos each split leaves out under ``skip``; nothing for
+    loaders without files (synthetic)."""
+    if card.loader not in REAL_LOADERS:
+        return {}
+    return {split: len(split_files(card, split, config).skipped)
+            for split in needed_splits(config, trains)}
+
+
+def window_rule(card: DatasetCard, policy: str) -> str:
+    """The window the policy reads of this dataset's videos ("" for whole files)."""
+    return CLIP4CLIP_WINDOWS.get(card.loader, "") if policy == "clip4clip" else ""
 
 
 class RealSplit(VideoTextSplit):
@@ -453,17 +636,21 @@ class RealSplit(VideoTextSplit):
 
     def __init__(self, name: str, ann: Annotations, paths: list[str], frames: int, policy: str,
                  size: int, cache: FrameCache | None, augment: Callable | None,
-                 skipped: dict[str, str], dataset: str, on_bad_video: str) -> None:
+                 skipped: dict[str, str], dataset: str, on_bad_video: str,
+                 data_root: Path | None = None) -> None:
         super().__init__(name, ann.video_ids, ann.captions, ann.caption_video)
         self.paths = paths
         self.frames = frames
         self.policy = policy
+        # The last second read of each video (clip4clip windows); absent: the whole file.
+        self.ends = dict(ann.ends) if policy == "clip4clip" else {}
         self.size = size
         self.cache = cache
         self.augment = augment
         self.skipped_videos = skipped  # video id -> why it was left out
         self.dataset = dataset
         self.on_bad_video = on_bad_video
+        self.data_root = data_root
 
     @property
     def skipped(self) -> int:
@@ -472,16 +659,19 @@ class RealSplit(VideoTextSplit):
 
     def read(self, index: int) -> np.ndarray:
         """The sampled real frames (n, S, S, 3) of video ``index``, before augmentation."""
-        clip = self.cache.get(self.video_ids[index]) if self.cache is not None else None
+        video = self.video_ids[index]
+        clip = self.cache.get(video) if self.cache is not None else None
         if clip is not None:
             return clip
         try:
-            return read_clip(self.paths[index], self.frames, self.policy, self.size)
+            return read_clip(self.paths[index], self.frames, self.policy, self.size,
+                             end_second=self.ends.get(video))
         except BadVideoError as exc:
-            hint = ("it passed the quick check when the split was built" if
-                    self.on_bad_video == "skip" else "--on-bad-video skip leaves such videos out")
-            raise BadVideoError(f"{exc} ({hint}; `suite prepare --dataset {self.dataset}` "
-                                f"finds every bad video before a run)") from None
+            root = f" --data-root {self.data_root}" if self.data_root else ""
+            raise BadVideoError(f"{exc} (it passed the quick check when the split was built; "
+                                f"`suite prepare --dataset {self.dataset}{root}` decodes every "
+                                f"video as a run does and finds such videos before a run)"
+                                ) from None
 
     def load(self, index: int) -> Clip:
         clip = self.read(index)
@@ -493,41 +683,20 @@ class RealSplit(VideoTextSplit):
 
 def load_real_split(card: DatasetCard, split: str, config: RunConfig) -> RealSplit:
     """Split ``split`` ("train", "val", "test") of a real dataset, as ``config`` asks for it."""
-    opts = resolve_options(card, config.data_options)
-    root = data_root(card, config.data_root)
-    videos = videos_dir(card, root, opts)
-    parts = SPLIT_PARTS[card.loader]
-    if split == "test" or (split == "val" and parts["val"] is not None):
-        part = parts[split]
-        assert part is not None
-    else:
-        part = train_part(card, opts)
-    ann = read_part(root, card, part)
-    if split in ("train", "val") and parts["val"] is None:
-        held = holdout(len(ann.video_ids), opts.val_fraction, config.train.seed)
-        held_set = set(held.tolist())
-        keep = held if split == "val" else [i for i in range(len(ann.video_ids))
-                                            if i not in held_set]
-        ann = ann.subset(int(i) for i in keep)
-    cache_base = cache_root(opts.cache_dir or None)
-    paths = resolve_videos(card.loader, videos, ann.video_ids)
-    screened = screen(card, split, ann.video_ids, paths, config.on_bad_video, videos,
-                      journal_path(cache_base, card.name, videos), root)
-    if not screened.keep:
-        raise UserError(f"{card.name} {split}: no usable videos ({len(screened.skipped)} "
-                        f"skipped as missing or unreadable, of {len(ann.video_ids)})")
-    ann = ann.subset(screened.keep)
-    kept_paths = [paths[i] for i in screened.keep]
+    files = split_files(card, split, config)
+    opts = files.opts
     size = opts.size or image_size_of(config.backbone)
     cache = None
     if opts.cache:
-        folder = frames_dir(cache_base, card.name, videos, config.frames, opts.policy, size)
+        folder = frames_dir(files.cache_base, card.name, files.videos, config.frames, opts.policy,
+                            size, window_rule(card, opts.policy))
         cache = FrameCache(folder, config.frames, size) if folder.is_dir() else None
     augment = None
     if opts.augment and split == "train":
         from suite.data.augment import VideoRandAugment
 
         augment = VideoRandAugment()
-    return RealSplit(split, ann, [p for p in kept_paths if p is not None], config.frames,
-                     opts.policy, size, cache, augment, screened.skipped, card.name,
-                     config.on_bad_video)
+    out = RealSplit(split, files.ann, files.paths, config.frames, opts.policy, size, cache,
+                    augment, files.skipped, card.name, config.on_bad_video, files.root)
+    out.missed_videos, out.missed_captions = files.missed_videos, files.missed_captions
+    return out
