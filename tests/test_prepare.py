@@ -178,3 +178,13 @@ def test_cli_prepare_user_errors_are_one_line(tmp_path, args, fragment):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], result.output
+
+
+def test_split_sources_say_where_each_split_comes_from():
+    from suite.prepare import split_sources
+
+    assert split_sources("msrvtt", "train", 0.05) == {
+        "train": "train minus 5% held out", "val": "5% of train (seeded)", "test": "test"}
+    assert split_sources("activitynet", "train", 0) == {
+        "train": "train", "val": "none (data.val_fraction=0)", "test": "val_1"}
+    assert split_sources("msvd", "train", 0) == {"train": "train", "val": "val", "test": "test"}
