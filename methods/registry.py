@@ -39,6 +39,9 @@ class Method:
     ``build(clip, config, frames, backbone)`` turns an open_clip model into a retrieval model.
     ``learning_rates`` names the ``train.*`` rates that reach the trainable parameters (``lr``
     for new ones, ``lr_pretrained`` for backbone weights): the ones a sweep searches.
+    ``accepts_padding``: whether the video tower keeps padding frames (a frame mask with zeros)
+    out of everything that reaches the embedding; a method that cannot is refused with a data
+    policy that pads (``padding_refusal``) and raises if padding reaches it anyway.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Method:
     defaults_for: Callable[[str, int], dict[str, Any]] = field(default=lambda backbone, frames: {})
     validate: Callable[[Any, str, int], None] = field(default=lambda config, backbone, frames: None)
     learning_rates: tuple[str, ...] = ("lr",)
+    accepts_padding: bool = True
 
     def make_config(self, backbone: str, frames: int, overrides: dict[str, Any]) -> Any:
         """The method's config: dataclass defaults, then backbone defaults, then ``overrides``."""
@@ -64,6 +68,19 @@ class Method:
         config = self.config_cls(**values)
         self.validate(config, backbone, frames)
         return config
+
+
+# Data policies that pad short clips with masked black frames (suite.data.video).
+PADDING_POLICIES = ("clip4clip",)
+
+
+def padding_refusal(name: str, policy: Any) -> str | None:
+    """Why method ``name`` cannot run under data policy ``policy`` (it pads short clips and the
+    method cannot keep padding out), or None."""
+    if policy in PADDING_POLICIES and not get(name).accepts_padding:
+        return (f"method {name!r} cannot take padded clips (data.policy={policy} pads short "
+                f"videos with masked frames); use data.policy=tempme, which repeats frames")
+    return None
 
 
 _registry: dict[str, Method] = {}

@@ -2,6 +2,7 @@
 
 Knobs left at ``None`` take the backbone's default schedule (``tempme.defaults``): for ViT-B/32
 with 12 frames, ImgMe r = 2 in layers 0-7 and ClipMe layers 8, 9, 10 with groups 2, 2, 3.
+Clips padded with masked frames are refused (see :class:`UnpaddedTempMeEncoder`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
 from tempme.defaults import default_schedule
-from tempme.encoder import TempMeVideoEncoder
+from tempme.encoder import TempMeOutput, TempMeVideoEncoder
 from tempme.lora import add_lora
 from tempme.schedule import TempMeSchedule
 
@@ -69,6 +72,25 @@ def _known(backbone: str) -> bool:
     return backbone in known_backbones()
 
 
+class UnpaddedTempMeEncoder(TempMeVideoEncoder):
+    """The TempMe encoder, refusing clips with padding frames.
+
+    ClipMe joins neighbouring frames into one sequence and merges a fixed number of tokens per
+    sequence by bipartite matching, so padding tokens would be matched with and attended by real
+    ones; leaving them out would change every padded clip's merge counts and need attention
+    masks, a different algorithm. TempMe's own loader never pads (short clips repeat frames, the
+    suite's ``tempme`` policy), so the method refuses padding rather than define its own rule
+    (``Method.accepts_padding``; the run's check refuses ``data.policy=clip4clip`` up front).
+    """
+
+    def forward_with_trace(self, frames: torch.Tensor, mask: torch.Tensor,
+                           track_sources: bool = False) -> TempMeOutput:
+        if int(mask.bool().sum()) < mask.numel():
+            raise ValueError("tempme cannot take padded clips (a frame mask with zeros): ClipMe "
+                             "would merge padding into real tokens; use data.policy=tempme")
+        return super().forward_with_trace(frames, mask, track_sources)
+
+
 def build_tempme(clip: Any, config: ScheduleConfig, frames: int, backbone: str,
                  rank: int | None) -> RetrievalModel:
     """A TempMe retrieval model with LoRA of ``rank``; ``None`` trains every backbone weight."""
@@ -77,7 +99,7 @@ def build_tempme(clip: Any, config: ScheduleConfig, frames: int, backbone: str,
     peft_model = add_lora(clip, rank=rank) if rank is not None else None
     if rank is None:
         clip.requires_grad_(True)
-    encoder = TempMeVideoEncoder(clip.visual, schedule, frames)
+    encoder = UnpaddedTempMeEncoder(clip.visual, schedule, frames)
     for p in encoder.clip_position_parameters():
         p.requires_grad_(True)
     return RetrievalModel(clip, encoder, ids, peft_model=peft_model)
@@ -107,4 +129,5 @@ METHOD = Method(
     build=build,
     search_space=search_space,
     validate=validate,
+    accepts_padding=False,
 )

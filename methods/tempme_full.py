@@ -22,4 +22,5 @@ METHOD = Method(
     search_space=search_space,
     validate=validate,
     learning_rates=("lr", "lr_pretrained"),
+    accepts_padding=False,  # ClipMe would merge padding into real tokens (methods.tempme)
 )

@@ -10,6 +10,10 @@ The default ``r`` per backbone makes ToMe cost about what TempMe costs, for a co
 compute (multiply-adds of the video tower for 12 frames, counted by suite.flops): ViT-B/32 r = 3
 gives 33.8 GMACs and 12 x 14 output tokens against TempMe's 34.8 and 1 x 97 (unmerged 53.0);
 ViT-B/16 r = 13 gives 124.6 against TempMe's 121.8; tiny-clip uses r = 3.
+
+Padding frames (``data.policy=clip4clip``) are safe: tokens merge only inside their own frame and
+attention never crosses frames, so a padding frame touches no real token, and the masked mean
+leaves its embedding out; a padded clip embeds exactly as its real frames alone.
 """
 
 from __future__ import annotations

@@ -212,6 +212,10 @@ def check(config: RunConfig) -> None:
     """Everything a user can get wrong, checked before an MLflow run is opened."""
     check_backbone_name(config.backbone)  # registers the embedded configs methods read
     method_config(config)
+    from methods.registry import padding_refusal
+
+    if refusal := padding_refusal(config.method, config.data_options.get("policy")):
+        raise UserError(refusal)
     load_card(config.dataset)
     resolve_precision(config.train.precision, resolve_device(config.device))
     if config.words > text_context(config.backbone):
