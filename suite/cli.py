@@ -135,10 +135,18 @@ def sweep(
     dataset: Annotated[str, typer.Option(help="Dataset card name.")] = "synthetic",
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to add to the study.")] = None,
     storage: Annotated[str | None, typer.Option(
-        help="Optuna storage URL (default sqlite:///optuna.db here).")] = None,
+        help="Optuna storage: a journal file (default optuna.journal here; workers on one "
+             "machine) or a database URL (sqlite:///optuna.db, postgresql://...; workers on "
+             "several machines).")] = None,
     study: Annotated[str | None, typer.Option(
-        help="Study name (default METHOD-DATASET); the same name resumes a sweep.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+        help="Study name (default METHOD-DATASET); the same name resumes a sweep, and "
+             "sweeps started at once share it.")] = None,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the TPE sampler; trial N draws from (seed, N), so parallel workers "
+             "draw different trials.")] = 0,
+    pruner: Annotated[str, typer.Option(
+        help="Stop poor trials early on their per-epoch validation R-Sum: none, median or "
+             "hyperband.")] = "none",
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Base setting for every trial, as for `suite run`.")] = None,
@@ -163,10 +171,10 @@ def sweep(
 
     try:
         summary = run_sweep(method, dataset, trials, overrides, storage, study, seed,
-                            tracking_uri)
+                            tracking_uri, pruner)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    if summary.complete_now == 0:
+    if summary.complete_now + summary.pruned_now == 0:
         typer.echo(f"error: all {trials} trials failed (see above); study {summary.study} "
                    f"in {summary.storage}", err=True)
         raise typer.Exit(1)
@@ -301,6 +309,36 @@ def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbon
             typer.echo(f"{name:24s} {tag}")
     else:
         raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones")
+
+
+@app.command()
+@user_errors
+def abandoned(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List only; mark nothing.")] = False,
+) -> None:
+    """Mark RUNNING runs whose process is gone (killed, machine lost) as FAILED with the tag
+    abandoned=true; runs with a live owner are listed and left alone."""
+    from suite.ownership import mark_abandoned, running_runs
+    from suite.tracking import tracking_uri as resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    runs = running_runs(uri, experiment)
+    if not runs:
+        typer.echo(f"no RUNNING runs in experiment {experiment}")
+    for run in runs:
+        head = f"run {run.run_id} ({run.name})"
+        if run.owner is None:
+            typer.echo(f"{head}: RUNNING with no owner record; cannot tell, left as it is")
+        elif not run.abandoned:
+            typer.echo(f"{head}: RUNNING, owner alive ({run.owner.describe()})")
+        elif dry_run:
+            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()})")
+        else:
+            mark_abandoned(uri, run.run_id)
+            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()}); marked FAILED "
+                       f"(suite run --resume {run.run_id} continues it from its checkpoint)")
 
 
 @app.command()

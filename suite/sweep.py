@@ -4,8 +4,16 @@ Each trial draws the method's knobs (``Method.search_space``) and the learning r
 its trainable parameters (``Method.learning_rates``: ``train.lr`` and/or ``train.lr_pretrained``,
 log-uniform over a tenth to ten times the base config's), runs ``suite.engine.run`` and reports
 the validation text-to-video R-Sum of the selected epoch; the test split never steers a sweep.
-Studies live in an Optuna storage (default ``optuna.db`` here), so an interrupted sweep resumes
-under the same study name. A trial that raises is marked FAIL and the sweep goes on.
+A trial that raises is marked FAIL and the sweep goes on.
+
+Studies live in an Optuna storage, so an interrupted sweep resumes under the same study name,
+and several workers (``suite sweep`` started more than once) can share a study, as Optuna
+recommends: a journal file (default ``optuna.journal`` here) for processes on one machine, a
+database URL (``postgresql://...``, ``sqlite:///...``) for several machines. Each trial's draw
+is seeded by the sweep's seed and the trial's number, which the storage hands out once, so
+workers draw different trials. A pruner (median or Hyperband) may stop a trial after an epoch
+on the per-epoch validation R-Sum: the trial is PRUNED in Optuna and its MLflow run ends KILLED
+with the tag ``pruned=true``.
 """
 
 from __future__ import annotations
@@ -13,16 +21,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from suite import engine
+from suite import engine, locks, tracking
 from suite.config import RunConfig, TrainConfig, apply_overrides, base_for
 from suite.errors import UserError
 from suite.progress import console
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_STORAGE = "optuna.journal"
 OBJECTIVE = "val/t2v_rsum"
+PRUNERS = ("none", "median", "hyperband")
 
 
 @dataclass
@@ -36,6 +46,8 @@ class SweepSummary:
     complete: int
     failed: int
     complete_now: int  # completed by this invocation
+    pruned: int = 0
+    pruned_now: int = 0
     best_trial: int | None = None
     best_value: float | None = None
     best_params: dict[str, Any] | None = None
@@ -45,8 +57,9 @@ class SweepSummary:
         return asdict(self)
 
     def lines(self) -> list[str]:
+        pruned = f"{self.pruned} pruned, " if self.pruned else ""
         head = (f"study {self.study}: {self.trials} trials ({self.complete} complete, "
-                f"{self.failed} failed) in {self.storage}")
+                f"{pruned}{self.failed} failed) in {self.storage}")
         if self.best_trial is None:
             return [head]
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -96,15 +109,61 @@ def base_config(method: str, dataset: str, overrides: dict[str, Any]) -> RunConf
     return config
 
 
-def open_study(name: str, storage: str, method: str, dataset: str, seed: int | None
-               ) -> optuna.Study:
-    """Create or resume the study; a study of another method or dataset is refused."""
+class Pruned(tracking.EndRun, optuna.TrialPruned):
+    """A trial stopped by the pruner: PRUNED in Optuna, its MLflow run KILLED and tagged."""
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Optuna's pruner ``name`` over the steps 1..``epochs`` (epochs trained): ``median`` with
+    Optuna's defaults (no pruning before 5 trials have finished), ``hyperband`` from one
+    epoch to all of them, reduction factor 3."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    raise UserError(f"unknown --pruner {name!r}; valid: {', '.join(PRUNERS)}")
+
+
+def sampler_for(seed: int | None, number: int) -> optuna.samplers.TPESampler:
+    """TPE for trial ``number``, seeded by (seed, number): the storage numbers each trial once,
+    so concurrent workers draw different trials, and a rerun with the same history draws the
+    same. The constant liar keeps TPE away from points that running trials already cover."""
+    trial_seed = None if seed is None else int(np.random.SeedSequence([seed, number])
+                                                .generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=trial_seed, constant_liar=True)
+
+
+def open_storage(url: str) -> Any:
+    """A journal file (a path) or a database (a URL with ``://``); the first use of a SQLite
+    database is locked (suite.locks), so that two workers may start at once."""
     import sqlalchemy.exc
 
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                    load_if_exists=True)
-    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        if "://" not in url:
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(url))
+        lock = locks.sqlite_lock_path(url)
+        if lock is None:
+            return optuna.storages.RDBStorage(url)
+        with locks.held(lock, f"Optuna storage {url}"):
+            return optuna.storages.RDBStorage(url)
+    except (ImportError, ValueError, OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise UserError(f"cannot open Optuna storage {url!r}: {first_line(exc)}") from None
+
+
+def open_study(name: str, storage: str, method: str, dataset: str,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create or resume the study; a study of another method or dataset is refused."""
+    import sqlalchemy.exc
+
+    opened = open_storage(storage)
+    try:
+        study = optuna.create_study(storage=opened, study_name=name, direction="maximize",
+                                    pruner=pruner, load_if_exists=True)
+    except (ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
         raise UserError(f"cannot open Optuna storage {storage!r}: {first_line(exc)}") from None
     made_for = (study.user_attrs.get("method", method), study.user_attrs.get("dataset", dataset))
     maximises = study.directions == [optuna.study.StudyDirection.MAXIMIZE]
@@ -113,10 +172,21 @@ def open_study(name: str, storage: str, method: str, dataset: str, seed: int | N
                         f"choose another --study")
     study.set_user_attr("method", method)
     study.set_user_attr("dataset", dataset)
-    # Reseeded by the trials so far: a resumed sweep does not repeat the first draws.
-    study.sampler = optuna.samplers.TPESampler(
-        seed=None if seed is None else seed + len(study.trials))
     return study
+
+
+def pruning_reporter(trial: optuna.Trial) -> Any:
+    """The engine's per-epoch callback: report the validation R-Sum after ``epochs`` trained
+    epochs and stop the run when the study's pruner says so."""
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        value, step = metrics["t2v_rsum"], epoch + 1
+        trial.report(value, step)
+        if trial.should_prune():
+            raise Pruned(f"pruned after epoch {step}: val t2v R-Sum {value:.2f}",
+                         tags={"pruned": "true", "pruned_after_epoch": str(step)})
+
+    return report
 
 
 def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
@@ -125,28 +195,38 @@ def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
     no epoch checkpoints: a failed trial is not resumed, the sweep goes on."""
     config = apply_overrides(config, draw(trial, method, config.train))
     result = engine.run(config, uri, show_progress=False, checkpoints=None,
-                        tags={"sweep": study, "trial": str(trial.number)})
+                        tags={"sweep": study, "trial": str(trial.number)},
+                        on_epoch=pruning_reporter(trial))
     return result.selection["t2v_rsum"], result.run_id
 
 
 def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
               storage: str | None = None, study_name: str | None = None,
-              seed: int | None = 0, uri: str | None = None) -> SweepSummary:
+              seed: int | None = 0, uri: str | None = None, pruner: str = "none"
+              ) -> SweepSummary:
     """Run ``trials`` more trials of the study; user errors are raised before the first."""
     from methods.registry import get
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if seed is not None and seed < 0:
+        raise UserError(f"--seed {seed} is negative; give a seed >= 0")
     storage = storage or DEFAULT_STORAGE
     name = study_name or f"{method}-{dataset}"
     config = base_config(method, dataset, overrides)
-    study = open_study(name, storage, method, dataset, seed)
+    study = open_study(name, storage, method, dataset, make_pruner(pruner, config.train.epochs))
     say(f"sweep {name}: {trials} trials of {method} on {dataset}, maximising {OBJECTIVE}; "
         f"{len(study.trials)} trials already in {storage}")
-    complete_now = 0
+    complete_now = pruned_now = 0
     for _ in range(trials):
         trial = study.ask()
+        study.sampler = sampler_for(seed, trial.number)  # draws happen at suggest time
         try:
             value, run_id = run_trial(trial, config, get(method), name, uri)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=TrialState.PRUNED)
+            pruned_now += 1
+            say(f"trial {trial.number} {exc}")
+            continue
         except Exception as exc:  # one bad trial (or knob combination) must not end the sweep
             line = f"{type(exc).__name__}: {first_line(exc)}"
             trial.set_user_attr("error", line)
@@ -164,15 +244,16 @@ def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
         best = study.best_trial
         say(f"trial {trial.number}: val t2v R-Sum {value:.2f}, MLflow run {run_id}; "
             f"best so far trial {best.number} ({best.value:.2f})")
-    return summarize(study, storage, complete_now)
+    return summarize(study, storage, complete_now, pruned_now)
 
 
-def summarize(study: optuna.Study, storage: str, complete_now: int) -> SweepSummary:
+def summarize(study: optuna.Study, storage: str, complete_now: int, pruned_now: int = 0
+              ) -> SweepSummary:
     """Counts and the best trial of the whole study."""
     states = [t.state for t in study.trials]
     summary = SweepSummary(study.study_name, storage, OBJECTIVE, len(states),
                            states.count(TrialState.COMPLETE), states.count(TrialState.FAIL),
-                           complete_now)
+                           complete_now, states.count(TrialState.PRUNED), pruned_now)
     if summary.complete:
         best = study.best_trial
         summary.best_trial, summary.best_value = best.number, best.value

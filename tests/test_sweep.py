@@ -69,6 +69,8 @@ def test_sweep_maximises_validation_and_resumes(stores):
     study = optuna.load_study(study_name="lora-synthetic", storage=storage)
     for trial in study.trials:
         assert trial.value == pytest.approx(val[trial.user_attrs["mlflow_run_id"]])
+        # per-epoch validation R-Sum reported to Optuna (what a pruner reads), step = epochs
+        assert trial.intermediate_values == {1: pytest.approx(trial.value)}
         assert 5e-4 <= trial.params["train.lr"] <= 5e-2  # the card's lr 5e-3, / 10 to x 10
 
     resumed = summary_of(sweep_cli(stores, "--trials", "1"))
@@ -143,7 +145,12 @@ def test_ctrl_c_exits_130_and_keeps_the_study(stores, monkeypatch):
     (["--method", "full", "--trials", "1", "--set", "train.lr_pretrained=1e-4"],
      "searched by the sweep"),
     (["--method", "lora"], "--method and --trials are required"),
-    (["--method", "lora", "--trials", "1", "--storage", "nonsense"], "cannot open Optuna"),
+    (["--method", "lora", "--trials", "1", "--storage", "foo://bar"], "cannot open Optuna"),
+    (["--method", "lora", "--trials", "1", "--storage", "no/such/folder/x.journal"],
+     "cannot open Optuna"),
+    (["--method", "lora", "--trials", "1", "--pruner", "nope"],
+     "unknown --pruner 'nope'; valid: none, median, hyperband"),
+    (["--method", "lora", "--trials", "1", "--seed", "-1"], "--seed -1 is negative"),
 ])
 def test_user_errors_exit_2_before_any_trial(args, fragment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
