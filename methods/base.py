@@ -9,6 +9,8 @@ anything a method adds (LoRA, clip position embeddings, adapters) is "new".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,6 +59,24 @@ class MeanPoolVideoEncoder(nn.Module):
         return masked_mean(F.normalize(per_frame, dim=-1), mask)
 
 
+@dataclass
+class SearchPhase:
+    """Something a method learns on the training split before training proper (DiffRate: its
+    compression rates), returned by :meth:`RetrievalModel.search_phase`.
+
+    The engine makes ``epochs`` passes over the training batches: ``start_epoch(epoch)`` before
+    each pass, then per batch the run's loss (with :meth:`RetrievalModel.extra_loss`), backward
+    and ``optimizer.step()`` (the optimiser holds only what the phase learns; nothing else
+    moves). After the last pass ``finish()`` fixes what was learned, leaves the model ready to
+    train, and returns figures the engine logs as ``search/NAME``.
+    """
+
+    epochs: int
+    optimizer: torch.optim.Optimizer
+    start_epoch: Callable[[int], None]
+    finish: Callable[[], dict[str, float]]
+
+
 class RetrievalModel(nn.Module):
     """Text and video towers sharing one embedding space."""
 
@@ -88,6 +108,17 @@ class RetrievalModel(nn.Module):
         """Text and video embeddings of a training batch (the call DistributedDataParallel
         wraps)."""
         return self.encode_text(ids), self.encode_video(frames, mask)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term the engine adds to the contrastive loss of each training step, after the
+        forward (e.g. a cost penalty); None (the default): nothing."""
+        return None
+
+    def search_phase(self) -> SearchPhase | None:
+        """A phase to run before training (see :class:`SearchPhase`); None (the default):
+        none. Not called when a run resumes: what the phase learned must be part of
+        :meth:`trainable_state`, so the checkpoint restores it."""
+        return None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -39,6 +39,17 @@ class Method:
     ``build(clip, config, frames, backbone)`` turns an open_clip model into a retrieval model.
     ``learning_rates`` names the ``train.*`` rates that reach the trainable parameters (``lr``
     for new ones, ``lr_pretrained`` for backbone weights): the ones a sweep searches.
+
+    Hooks of the retrieval model ``build`` returns (``methods.base.RetrievalModel``; override
+    them in a subclass, the defaults do nothing): ``extra_loss()`` returns a term the engine adds
+    to the contrastive loss of every training step, after the forward (DiffRate's FLOPs penalty
+    while it searches); ``search_phase()`` returns a ``SearchPhase`` that the engine runs on the
+    training split before training, with its own optimiser, epochs and per-epoch hook, whose
+    ``finish()`` fixes what was learned and returns figures logged as ``search/*`` (DiffRate's
+    rate search; not run when a run resumes); ``named_parameter_groups()`` routes trainable
+    parameters to ``train.lr`` (new) or ``train.lr_pretrained`` (backbone); ``trainable_state()``
+    and ``load_trainable_state()`` carry what a checkpoint must keep (DiffRate adds its
+    schedule); ``fold()`` readies inference (LoRA folded; DGL computes its prompts once).
     ``accepts_padding``: whether the video tower keeps padding frames (a frame mask with zeros)
     out of everything that reaches the embedding; a method that cannot is refused with a data
     policy that pads (``padding_refusal``) and raises if padding reaches it anyway.

@@ -130,7 +130,41 @@ class Trainer:
             video = self.model.encode_video(pixels, mask)
         text = distributed.gather_batch(text.float(), self.processes)
         video = distributed.gather_batch(video.float(), self.processes)
-        return symmetric_infonce(text, video, self.model.logit_scale)
+        loss = symmetric_infonce(text, video, self.model.logit_scale)
+        extra = self.model.extra_loss()  # a method's own term (RetrievalModel.extra_loss)
+        return loss if extra is None else loss + extra.float()
+
+    def search(self, train_split: Any, phase: Any) -> dict[str, float]:
+        """Run a method's search phase (``methods.base.SearchPhase``) over the training
+        batches with the run's loss, stepping only the phase's optimiser; log the mean loss
+        of each pass as ``search/loss`` and what ``phase.finish()`` returns as ``search/*``."""
+        t = self.config.train
+        batches, sampler = training_loader(train_split, self.card.train_sampling,
+                                           t.batch_size, make_collate(self.tokenize), t.seed,
+                                           t.num_workers, self.processes.rank,
+                                           self.processes.world)
+        scaler = grad_scaler(self.device, t.precision)
+        started = time.perf_counter()
+        for epoch in range(phase.epochs):
+            sampler.set_epoch(epoch)
+            phase.start_epoch(epoch)
+            self.model.train()
+            losses = []
+            with progress_bar(f"search {epoch + 1}/{phase.epochs}", len(batches),
+                              enabled=self.show_progress) as advance:
+                for ids, frames, mask in batches:
+                    loss = self.loss(ids, frames, mask)
+                    self.model.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(phase.optimizer)
+                    scaler.update()
+                    losses.append(loss.item())
+                    advance(loss=losses[-1])
+            tracking.log_metrics({"search/loss": float(np.mean(losses))}, step=epoch)
+        self.model.zero_grad(set_to_none=True)
+        figures = {**phase.finish(), "seconds": time.perf_counter() - started}
+        tracking.log_metrics({f"search/{k}": v for k, v in figures.items()})
+        return figures
 
     def fit(self, select_split: Any, save: Callable[[dict[str, Any]], None] | None = None,
             resume: dict[str, Any] | None = None) -> tuple[int, dict[str, float]]:
@@ -319,6 +353,9 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
                 checkpoint.save_atomic({"run_id": run_id, "config": config.to_dict(), **state},
                                        path)
 
+        phase = model.search_phase() if resume is None else None
+        if phase is not None:  # what a method learns before training (DiffRate: its rates)
+            trainer.search(trainer.split("train"), phase)
         with PeakMemory(device) as memory:
             best_epoch, selection = trainer.fit(select, save, resume)
         training.update(training_figures(trainer.step_seconds, memory.peak_mib,
