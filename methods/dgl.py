@@ -28,7 +28,9 @@ The CLIP backbone is frozen. What trains is a prompt generator and a few global 
   block, each frame's tokens attend to the global prompts and that frame's tokens; the global
   prompts attend to themselves and to every token of every frame. Residuals and MLPs as CLIP.
   The video embedding is the first global prompt after ``ln_post`` and ``proj``
-  (``visual_output_type=global_prompt0``); the frame mask is not used (as in the official code).
+  (``visual_output_type=global_prompt0``). The official code never reads the frame mask, so
+  padding frames would reach the embedding through the global prompts: the method refuses
+  padded clips (``Method.accepts_padding``; a mask with zeros raises).
 - **Loss**: the symmetric cross-entropy of ``modules/losses.py`` ``CrossEn`` over CLIP's
   similarity logits (the suite's InfoNCE); the logit scale is frozen (``freeze_clip=1``).
 
@@ -184,6 +186,9 @@ class DGLVideoEncoder(nn.Module):
         batch, num_frames = frames.shape[:2]
         if num_frames != self.num_frames:
             raise ValueError(f"DGL encoder built for {self.num_frames} frames, got {num_frames}")
+        if int(mask.bool().sum()) < mask.numel():
+            raise ValueError("dgl cannot take padded clips (a frame mask with zeros): its global "
+                             "prompts attend to every frame; use data.policy=tempme")
         v = self.visual
         local = self.prompts()[1]
         x = embed_images(v, frames.flatten(0, 1))  # (B*F, 1 + P, C), rows b*F + f
@@ -330,4 +335,5 @@ METHOD = Method(
     build=build,
     search_space=search_space,
     validate=validate,
+    accepts_padding=False,  # the global prompts attend to every frame, padding included
 )
