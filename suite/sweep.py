@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from suite import engine, locks, tracking
+from suite import engine, locks, ownership, tracking
 from suite.config import RunConfig, TrainConfig, apply_overrides, base_for
 from suite.errors import UserError
 from suite.progress import console
@@ -216,9 +216,12 @@ def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
     study = open_study(name, storage, method, dataset, make_pruner(pruner, config.train.epochs))
     say(f"sweep {name}: {trials} trials of {method} on {dataset}, maximising {OBJECTIVE}; "
         f"{len(study.trials)} trials already in {storage}")
+    for number in fail_abandoned_trials(study):
+        say(f"trial {number} was RUNNING in a worker that is gone: marked failed")
     complete_now = pruned_now = 0
     for _ in range(trials):
         trial = study.ask()
+        trial.set_user_attr("worker", ownership.Owner.of_this_process().tags())
         study.sampler = sampler_for(seed, trial.number)  # draws happen at suggest time
         try:
             value, run_id = run_trial(trial, config, get(method), name, uri)
@@ -245,6 +248,21 @@ def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
         say(f"trial {trial.number}: val t2v R-Sum {value:.2f}, MLflow run {run_id}; "
             f"best so far trial {best.number} ({best.value:.2f})")
     return summarize(study, storage, complete_now, pruned_now)
+
+
+def fail_abandoned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process, on this host, is gone (killed
+    outright): they would stay RUNNING forever. Workers on other hosts are left alone (a trial
+    records no heartbeat)."""
+    import socket
+
+    gone = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = ownership.Owner.from_tags(trial.user_attrs.get("worker", {}))
+        if worker is not None and worker.host == socket.gethostname() and worker.gone():
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            gone.append(trial.number)
+    return gone
 
 
 def summarize(study: optuna.Study, storage: str, complete_now: int, pruned_now: int = 0

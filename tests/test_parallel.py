@@ -198,6 +198,27 @@ def test_a_trial_below_the_median_is_pruned(tmp_path, monkeypatch):
     assert "test/t2v_rsum" not in run.data.metrics  # stopped before testing
 
 
+def test_trials_of_a_killed_worker_are_failed_not_left_running(tmp_path):
+    """A worker killed outright leaves its trial RUNNING; the next sweep on this host fails it
+    (its worker's pid and start time are gone) and leaves live workers' trials alone."""
+    import psutil
+
+    study = optuna.create_study(storage=sweep.open_storage(str(tmp_path / "s.journal")))
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = ownership.Owner(finished.pid, socket.gethostname(),
+                           psutil.Process(finished.pid).create_time(), time.time())
+    finished.wait()
+    killed, alive, remote, old = (study.ask() for _ in range(4))
+    killed.set_user_attr("worker", dead.tags())
+    alive.set_user_attr("worker", ownership.Owner.of_this_process().tags())
+    remote.set_user_attr("worker", {**dead.tags(), "owner_host": "elsewhere"})
+    assert sweep.fail_abandoned_trials(study) == [killed.number]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING,
+                      TrialState.RUNNING]  # old: no worker record, left alone
+    assert old.number == 3
+
+
 def test_pruners_are_optunas_over_the_run_epochs():
     assert isinstance(sweep.make_pruner("none", 4), optuna.pruners.NopPruner)
     assert isinstance(sweep.make_pruner("median", 4), optuna.pruners.MedianPruner)
