@@ -230,20 +230,22 @@ def test_pruners_are_optunas_over_the_run_epochs():
 # Item 13: run ownership
 
 
-def wait_for(condition, process, seconds=300):
+def wait_for(condition, process, seconds=300, poll=0.1):
     deadline = time.monotonic() + seconds
     while not condition():
         assert process.poll() is None, process.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+        time.sleep(poll)
 
 
 def test_a_live_owner_keeps_its_run_and_a_killed_one_is_taken_over(store, tmp_path):
     """While a run trains, `--resume` is refused (one line, exit 2); after kill -9 the run is
     RUNNING with a dead owner, `suite abandoned --dry-run` says so, and `--resume` takes it
     over and finishes it."""
-    process = start(["run", *TINY_RUN, "--epochs", "20", "--tracking-uri", store], tmp_path)
-    wait_for(lambda: list(tmp_path.glob("checkpoints/*/last.pt")), process)
+    process = start(["run", *TINY_RUN, "--epochs", "6", "--tracking-uri", store], tmp_path)
+    wait_for(lambda: list(tmp_path.glob("checkpoints/*/last.pt")), process, poll=0.02)
+    process.send_signal(signal.SIGSTOP)  # alive, holding its lock, until it is killed below
+    # (stopped as it starts its second epoch, not while it writes to the store)
     run_id = next(tmp_path.glob("checkpoints/*/last.pt")).parent.name
 
     refused = runner.invoke(app, ["run", "--resume", run_id, "--tracking-uri", store])
@@ -287,14 +289,21 @@ def test_a_run_is_not_resumed_twice_at_once(store, tmp_path, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(TrainingBatches, "set_epoch", ctrl_c_at_epoch_1)
-        runner.invoke(app, ["run", *TINY_RUN, "--epochs", "12", "--tracking-uri", store])
+        runner.invoke(app, ["run", *TINY_RUN, "--epochs", "4", "--tracking-uri", store])
     client = MlflowClient(store)
     run_id = client.search_runs(["1"])[0].info.run_id
     assert client.get_run(run_id).info.status == "KILLED"
 
+    saved = tmp_path / "checkpoints" / run_id / "last.pt"
+    before = saved.stat().st_mtime_ns
     first = start(["run", "--resume", run_id, "--tracking-uri", store, "--json"], tmp_path)
-    wait_for(lambda: client.get_run(run_id).data.tags.get("owner_pid") == str(first.pid), first)
+    # Stopped as it starts training after its first epoch's checkpoint (not while it writes
+    # to the store), it holds the run however fast it would have trained.
+    wait_for(lambda: saved.is_file() and saved.stat().st_mtime_ns != before, first, poll=0.02)
+    first.send_signal(signal.SIGSTOP)
+    assert client.get_run(run_id).data.tags["owner_pid"] == str(first.pid)
     second = runner.invoke(app, ["run", "--resume", run_id, "--tracking-uri", store])
+    first.send_signal(signal.SIGCONT)
     assert second.exit_code == 2, second.output
     assert f"is being trained by pid {first.pid}" in second.output
     assert len(second.output.strip().splitlines()) == 1
@@ -302,7 +311,7 @@ def test_a_run_is_not_resumed_twice_at_once(store, tmp_path, monkeypatch):
     assert finish(first)["run_id"] == run_id
     assert client.get_run(run_id).info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
-    assert sorted(steps) == list(range(12))
+    assert sorted(steps) == list(range(4))
 
 
 def test_resume_checks_the_store_before_reading_any_checkpoint(store, tmp_path, monkeypatch):
