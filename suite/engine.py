@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite import checkpoint, distributed, tracking
+from suite import checkpoint, distributed, ownership, tracking
 from suite.backbone import Backbone, check_backbone_name, load_backbone, text_context
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
@@ -107,6 +107,9 @@ class Trainer:
         self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
         self.step_seconds: list[float] = []  # model step only, without data loading
         self.seconds_before = 0.0  # training wall time of earlier processes (resumed runs)
+        # Called after each epoch (checkpoint written) with the epoch and its selection
+        # metrics; a sweep reports them to Optuna and may stop the run (pruning).
+        self.on_epoch: Callable[[int, dict[str, float]], None] | None = None
 
     def split(self, name: str) -> Any:
         split = load_split(self.card, name, self.config)
@@ -236,6 +239,8 @@ class Trainer:
                       "scaler": scaler.state_dict(), "best": best,
                       "step_seconds": self.step_seconds, "rng": checkpoint.rng_states(),
                       "training_seconds": self.seconds_before + time.perf_counter() - started})
+            if self.on_epoch is not None and select_split is not None:
+                self.on_epoch(epoch, metrics)
         self.seconds_before += time.perf_counter() - started
         assert best is not None
         self.model.load_trainable_state(best[2])
@@ -269,11 +274,13 @@ def check(config: RunConfig) -> None:
 
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
         tags: dict[str, str] | None = None, checkpoints: Path | None = checkpoint.DEFAULT_DIR,
-        resume: dict[str, Any] | None = None) -> RunResult:
+        resume: dict[str, Any] | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
     """Execute one fully resolved run and log it to MLflow; ``tags`` are added to the run's.
 
     Every epoch is checkpointed under ``checkpoints`` (None: not at all); ``resume``, a loaded
     checkpoint (see ``resume_run``), continues its MLflow run after the checkpoint's epoch.
+    ``on_epoch(epoch, selection metrics)`` is called after each epoch (``Trainer.on_epoch``).
     """
     check(config)
     card = load_card(config.dataset)
@@ -308,8 +315,10 @@ def _tracked_run(config: RunConfig, card: DatasetCard, device: torch.device, uri
         if resume is None:
             tracking.log_params(config.flat())
         try:
-            result = _train_and_test(config, card, device, run_id, show_progress, checkpoints,
-                                     resume, processes)
+            # Locked while it trains, with a heartbeat (suite.ownership)
+            with ownership.owned(tracking.tracking_uri(uri), run_id, checkpoints):
+                result = _train_and_test(config, card, device, run_id, show_progress,
+                                         checkpoints, resume, processes)
         except BaseException:
             if checkpoints and checkpoint.checkpoint_path(checkpoints, run_id).is_file():
                 console.print(f"[yellow]run {run_id} stopped; its last finished epoch is "
@@ -380,19 +389,26 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
 
 def resume_run(run_id: str, uri: str | None = None, show_progress: bool = True,
                checkpoints: Path = checkpoint.DEFAULT_DIR) -> RunResult:
-    """Continue an interrupted run from its checkpoint, in the same MLflow run."""
+    """Continue an interrupted run from its checkpoint, in the same MLflow run.
+
+    The run must be in the store (checked before any file is read) and not FINISHED; its lock
+    is taken before its checkpoint is read, and a RUNNING run is taken over only when its
+    owner is gone (suite.ownership).
+    """
     from suite.config import from_dict
 
-    state = checkpoint.load(checkpoints, run_id)
     status = tracking.run_status(tracking.tracking_uri(uri), run_id)
     if status is None:
         raise UserError(f"run {run_id} is not in the MLflow store {tracking.tracking_uri(uri)}; "
                         f"pass the store it was logged to with --tracking-uri")
     if status == "FINISHED":
         raise UserError(f"run {run_id} has already finished; nothing to resume")
-    console.print(f"resuming run {run_id} after epoch {state['epoch']}")
-    return run(from_dict(state["config"]), uri, show_progress, checkpoints=checkpoints,
-               resume=state)
+    with ownership.claim(checkpoints, run_id, tracking.tracking_uri(uri)):
+        state = checkpoint.load(checkpoints, run_id)
+        ownership.take_over(tracking.tracking_uri(uri), run_id)
+        console.print(f"resuming run {run_id} after epoch {state['epoch']}")
+        return run(from_dict(state["config"]), uri, show_progress, checkpoints=checkpoints,
+                   resume=state)
 
 
 def training_figures(step_seconds: list[float], peak_mib: float, total: float
