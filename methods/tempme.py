@@ -3,14 +3,22 @@
 Knobs left at ``None`` take the backbone's default schedule (``tempme.defaults``): for ViT-B/32
 with 12 frames, ImgMe r = 2 in layers 0-7 and ClipMe layers 8, 9, 10 with groups 2, 2, 3.
 Clips padded with masked frames are refused (see :class:`UnpaddedTempMeEncoder`).
+
+``method.base`` says what trains besides the clip position embeddings: ``lora`` (the paper's
+TempMe: LoRA of ``rank`` on both towers), ``prompt`` (the ``prompt`` method's tuning: VPT-deep
+prompts in the vision tower, here inside the merging encoder, and LoRA on the text tower) or
+``adapter`` (the ``adapter`` method's bottleneck adapters after every MLP of both towers), so
+that TempMe's merging can be put on top of the other parameter-efficient methods.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
@@ -37,9 +45,15 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TempMeConfig(ScheduleConfig):
-    """The schedule knobs and the LoRA rank."""
+    """The schedule knobs, what trains (``base``) and its sizes: ``rank`` (LoRA of both towers
+    with ``base="lora"``, of the text tower with ``"prompt"``; unused with ``"adapter"``),
+    ``num_prompts`` (prompts per vision block, ``"prompt"`` only; default 8) and ``bottleneck``
+    (adapter width, ``"adapter"`` only; default min(64, width // 4))."""
 
     rank: int = 8
+    base: Literal["lora", "prompt", "adapter"] = "lora"
+    num_prompts: int | None = None
+    bottleneck: int | None = None
 
 
 def vision_depth(backbone: str) -> int:
@@ -91,22 +105,77 @@ class UnpaddedTempMeEncoder(TempMeVideoEncoder):
         return super().forward_with_trace(frames, mask, track_sources)
 
 
+class PromptedTempMeEncoder(UnpaddedTempMeEncoder):
+    """TempMe with VPT-deep prompts (the ``prompt`` method's, Jia et al., ECCV 2022): every
+    block's attention also attends to that block's ``num_prompts`` learnable tokens, inserted
+    after each sequence's CLS tokens (size 1, never merged) and dropped after the attention.
+
+    In VPT-deep a block's prompt outputs are discarded (the next block brings fresh prompts, the
+    last block's are dropped before pooling), so running the MLP on them changes nothing:
+    dropping them after attention gives the same embeddings at less cost. Without merging this
+    encoder equals ``methods.prompt.PromptedVideoEncoder`` with the same prompts (tested).
+    """
+
+    def __init__(self, visual: nn.Module, schedule: TempMeSchedule, num_frames: int,
+                 num_prompts: int) -> None:
+        super().__init__(visual, schedule, num_frames)
+        ref = self.visual.class_embedding
+        width = ref.shape[-1]
+        patch = self.visual.conv1.kernel_size
+        # VPT's initialisation, as methods/prompt.py: Xavier-uniform bound over the patch.
+        bound = math.sqrt(6.0 / (3 * patch[0] * patch[1] + width))
+        prompts = torch.empty(self.depth, num_prompts, width, dtype=ref.dtype, device=ref.device)
+        self.prompts = nn.Parameter(nn.init.uniform_(prompts, -bound, bound))
+
+    def attend(self, layer: int, block: Any, x: torch.Tensor, sizes: torch.Tensor | None,
+               cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.prompts.shape[1]
+        prompts = self.prompts[layer].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        x = torch.cat([x[:, :cls], prompts, x[:, cls:]], dim=1)
+        if sizes is not None:
+            ones = sizes.new_ones(sizes.shape[0], p, *sizes.shape[2:])
+            sizes = torch.cat([sizes[:, :cls], ones, sizes[:, cls:]], dim=1)
+        out, keys = self._attention(block, x, sizes)
+        keep = lambda t: torch.cat([t[:, :cls], t[:, cls + p:]], dim=1)  # noqa: E731
+        return keep(out), keep(keys)
+
+
 def build_tempme(clip: Any, config: ScheduleConfig, frames: int, backbone: str,
-                 rank: int | None) -> RetrievalModel:
-    """A TempMe retrieval model with LoRA of ``rank``; ``None`` trains every backbone weight."""
+                 rank: int | None, base: str = "lora", num_prompts: int | None = None,
+                 bottleneck: int | None = None) -> RetrievalModel:
+    """A TempMe retrieval model: with ``base="lora"`` LoRA of ``rank`` on both towers (``None``:
+    every backbone weight trains); ``"prompt"``: VPT-deep prompts in the merging encoder and
+    LoRA of ``rank`` on the text tower; ``"adapter"``: bottleneck adapters in both towers."""
     ids = backbone_parameter_ids(clip)
     schedule = schedule_of(config, backbone, frames)
-    peft_model = add_lora(clip, rank=rank) if rank is not None else None
-    if rank is None:
-        clip.requires_grad_(True)
-    encoder = UnpaddedTempMeEncoder(clip.visual, schedule, frames)
+    peft_model = None
+    encoder: UnpaddedTempMeEncoder
+    if base == "prompt":
+        clip.requires_grad_(False)
+        peft_model = add_lora(clip.transformer, rank=rank or 8)  # text tower only
+        encoder = PromptedTempMeEncoder(clip.visual, schedule, frames,
+                                        8 if num_prompts is None else num_prompts)
+    elif base == "adapter":
+        from methods.adapter import add_adapters
+
+        clip.requires_grad_(False)
+        for tower in (clip.visual.transformer, clip.transformer):
+            for p in add_adapters(tower, bottleneck):
+                p.requires_grad_(True)
+        encoder = UnpaddedTempMeEncoder(clip.visual, schedule, frames)
+    else:
+        peft_model = add_lora(clip, rank=rank) if rank is not None else None
+        if rank is None:
+            clip.requires_grad_(True)
+        encoder = UnpaddedTempMeEncoder(clip.visual, schedule, frames)
     for p in encoder.clip_position_parameters():
         p.requires_grad_(True)
     return RetrievalModel(clip, encoder, ids, peft_model=peft_model)
 
 
 def build(clip: Any, config: TempMeConfig, frames: int, backbone: str) -> RetrievalModel:
-    return build_tempme(clip, config, frames, backbone, rank=config.rank)
+    return build_tempme(clip, config, frames, backbone, rank=config.rank, base=config.base,
+                        num_prompts=config.num_prompts, bottleneck=config.bottleneck)
 
 
 def search_space(trial: Any) -> dict[str, Any]:
@@ -119,6 +188,16 @@ def search_space(trial: Any) -> dict[str, Any]:
 
 def validate(config: ScheduleConfig, backbone: str, frames: int) -> None:
     schedule_of(config, backbone, frames)
+    if not isinstance(config, TempMeConfig):
+        return
+    if config.num_prompts is not None and (config.base != "prompt" or config.num_prompts < 0):
+        raise ValueError(f"method.num_prompts takes an integer >= 0 with method.base=prompt "
+                         f"(got {config.num_prompts} with base {config.base})")
+    if config.bottleneck is not None and (config.base != "adapter" or config.bottleneck < 1):
+        raise ValueError(f"method.bottleneck takes an integer >= 1 with method.base=adapter "
+                         f"(got {config.bottleneck} with base {config.base})")
+    if config.rank < 1:
+        raise ValueError(f"method.rank must be >= 1, got {config.rank}")
 
 
 METHOD = Method(

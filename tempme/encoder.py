@@ -167,6 +167,13 @@ class TempMeVideoEncoder(nn.Module):
         out = mha.out_proj(out.transpose(1, 2).reshape(rows, n, width))
         return out, k.mean(dim=1)
 
+    def attend(self, layer: int, block: Any, x: torch.Tensor, sizes: torch.Tensor | None,
+               cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention of block ``layer`` on ``x`` (rows, tokens, width), whose first ``cls``
+        tokens per row are CLS tokens: (output, merge metric) for exactly those tokens. A
+        subclass may attend to more (prompt tokens) as long as it returns these shapes."""
+        return self._attention(block, x, sizes)
+
     def forward_with_trace(self, frames: torch.Tensor, mask: torch.Tensor,
                            track_sources: bool = False) -> TempMeOutput:
         """Encode videos and report the tokens per sequence after every block (and, with
@@ -207,7 +214,7 @@ class TempMeVideoEncoder(nn.Module):
                 after_cross = x.shape[1]
             else:
                 tokens_in = x.shape[1]
-            attn_out, keys = self._attention(block, x, sizes if merged_any else None)
+            attn_out, keys = self.attend(layer, block, x, sizes if merged_any else None, cls)
             x = x + block.ls_1(attn_out)
             intra = ratio_count(s.ratio_intra, x.shape[1])
             r = s.imgme_r_at(layer) if kind == "imgme" else intra
