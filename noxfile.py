@@ -1,4 +1,9 @@
-"""Developer sessions: tests, lint, typecheck (default) and bench (on demand: `nox -s bench`)."""
+"""Developer sessions: tests, lint, typecheck (default); bench and lowest on demand
+(`nox -s bench`, `nox -s lowest`)."""
+
+import re
+import tomllib
+from pathlib import Path
 
 import nox
 
@@ -31,3 +36,33 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("python", "benchmarks/throughput.py", *session.posargs)
     session.run("python", "benchmarks/decode.py", "--out", "benchmarks/results/decode.md")
+
+
+# The smoke subset `lowest` runs: configs, the CLI, one end-to-end run, checkpoints, metrics.
+SMOKE = ["tests/test_cli.py", "tests/test_bad_input.py", "tests/test_run_end_to_end.py",
+         "tests/test_resume.py", "tests/test_metrics.py", "tests/test_methods_tempme.py"]
+
+
+def lowest_constraints() -> list[str]:
+    """``name==lower bound`` for every dependency of pyproject.toml except torch and
+    torchvision: their oldest allowed builds are multi-GB CUDA wheels this project's machines
+    cannot fetch, so the session keeps the installed ones (say so when you report it)."""
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    pins = []
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([^,;\s]+)", requirement.strip())
+        if match and match.group(1) not in ("torch", "torchvision"):
+            pins.append(f"{match.group(1)}=={match.group(2)}")
+    return pins
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """Install every dependency at its lower bound (torch excepted, see lowest_constraints)
+    and run the smoke subset: the bounds in pyproject.toml are real, not hopes."""
+    constraints = Path(session.create_tmp()) / "lowest.txt"
+    constraints.write_text("\n".join(lowest_constraints()) + "\n")
+    session.install("torch", "torchvision")
+    session.install("-c", str(constraints), "-e", ".[dev]")
+    session.run("pip", "list")
+    session.run("pytest", *(session.posargs or SMOKE))

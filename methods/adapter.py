@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from methods.base import MeanPoolVideoEncoder, RetrievalModel, backbone_parameter_ids
@@ -37,7 +38,7 @@ MAX_DEFAULT_BOTTLENECK = 64
 class AdapterConfig:
     """``bottleneck``: adapter hidden width for both towers; ``None``: min(64, width // 4)."""
 
-    bottleneck: int | None = None
+    bottleneck: Annotated[int, Field(ge=1)] | None = None
 
 
 class BottleneckAdapter(nn.Module):
@@ -114,13 +115,6 @@ def build(clip: Any, config: AdapterConfig, frames: int, backbone: str) -> Retri
     return RetrievalModel(clip, MeanPoolVideoEncoder(clip.visual), ids)
 
 
-def validate(config: AdapterConfig, backbone: str, frames: int) -> None:
-    b = config.bottleneck
-    if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-        raise ValueError(f"adapter bottleneck must be a positive integer, got {b!r} "
-                         f"(omit it for the default min(64, width // 4))")
-
-
 METHOD = Method(
     name="adapter",
     description="Frozen CLIP + bottleneck adapters after every MLP of both towers, mean pooling",
@@ -129,5 +123,4 @@ METHOD = Method(
     build=build,
     search_space=lambda trial: {
         "bottleneck": trial.suggest_categorical("method.bottleneck", [16, 32, 64, 128])},
-    validate=validate,
 )

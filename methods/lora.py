@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from methods.base import MeanPoolVideoEncoder, RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
@@ -13,7 +16,7 @@ from tempme.lora import add_lora
 class LoraMethodConfig:
     """``rank``: LoRA rank (scale stays 1)."""
 
-    rank: int = 8
+    rank: Annotated[int, Field(ge=1)] = 8
 
 
 def build(clip, config: LoraMethodConfig, frames: int, backbone: str) -> RetrievalModel:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from methods.base import RetrievalModel, backbone_parameter_ids
@@ -39,8 +40,8 @@ from tempme.lora import add_lora
 class PromptConfig:
     """``num_prompts``: prompt tokens per vision block (0: none); ``rank``: text-tower LoRA rank."""
 
-    num_prompts: int = 8
-    rank: int = 8
+    num_prompts: Annotated[int, Field(ge=0)] = 8
+    rank: Annotated[int, Field(ge=1)] = 8
 
 
 def _check_visual(visual: Any) -> None:
@@ -112,17 +113,6 @@ def build(clip: Any, config: PromptConfig, frames: int, backbone: str) -> Retrie
     return RetrievalModel(clip, encoder, ids, peft_model=peft_model)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate(config: PromptConfig, backbone: str, frames: int) -> None:
-    if not _is_int(config.num_prompts) or config.num_prompts < 0:
-        raise ValueError(f"prompt num_prompts must be an integer >= 0, got {config.num_prompts!r}")
-    if not _is_int(config.rank) or config.rank < 1:
-        raise ValueError(f"prompt rank (text LoRA) must be an integer >= 1, got {config.rank!r}")
-
-
 METHOD = Method(
     name="prompt",
     description="Frozen CLIP + VPT-deep prompts (8/block) on vision, LoRA on text, mean pooling",
@@ -131,5 +121,4 @@ METHOD = Method(
     build=build,
     search_space=lambda trial: {
         "num_prompts": trial.suggest_categorical("method.num_prompts", [4, 8, 16, 32])},
-    validate=validate,
 )

@@ -76,9 +76,29 @@ class Method:
                 f"valid: {', '.join(sorted(known)) or '(none)'}"
             )
         values = {**self.defaults_for(backbone, frames), **overrides}
-        config = self.config_cls(**values)
+        config = typed("method.", self.config_cls, values)
         self.validate(config, backbone, frames)
         return config
+
+
+def typed(prefix: str, config_cls: Any, values: dict[str, Any]) -> Any:
+    """``config_cls(**values)`` with every value checked against the field's type and range
+    (pydantic reads the dataclass annotations, e.g. ``Annotated[int, Field(ge=1)]``): ``2.5``
+    is not an int, ``"abc"`` not a number, ``true`` only a bool. The first problem is a
+    ValueError of one line naming ``prefix`` + the field (``method.rank``)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    fields = config_cls.__dataclass_fields__
+    for name, value in values.items():
+        if isinstance(value, bool) and "bool" not in str(fields[name].type):
+            raise ValueError(f"{prefix}{name}: must be a number, not {str(value).lower()}")
+    try:
+        return TypeAdapter(config_cls).validate_python(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"][:1])
+        message = error["msg"].replace("Input should be", "must be")
+        raise ValueError(f"{prefix}{name}: {message} (got {error.get('input')!r})") from None
 
 
 # Data policies that pad short clips with masked black frames (suite.data.video).

@@ -10,8 +10,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reports.files import atomic_write
 from reports.tables import GFLOPS, RSUM, TEST_MARK, TEST_NOTE
+from suite.files import write_atomic
 
 
 def rsum_vs_gflops(table: pd.DataFrame, folder: Path) -> list[Path]:
@@ -44,7 +44,7 @@ def rsum_vs_gflops(table: pd.DataFrame, folder: Path) -> list[Path]:
         if (points["selected_on"] == "test").any():
             figure.supxlabel(TEST_NOTE, fontsize=7)
         path = folder / f"rsum_vs_gflops_{_slug(dataset)}_{_slug(backbone)}.png"
-        atomic_write(path, partial(figure.savefig, format="png", dpi=150))
+        write_atomic(path, partial(figure.savefig, format="png", dpi=150))
         paths.append(path)
     return paths
 

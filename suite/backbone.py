@@ -8,41 +8,14 @@ real architecture.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.embedded import embedded_names, quiet_logging, register_embedded_configs
 from suite.errors import UserError
 
-MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 SYNTHETIC_TAG = "synthetic"  # pretrained tag of the embedded tiny CLIP: made by suite.pretrain
-_registered = False
-
-
-def register_embedded_configs() -> None:
-    """Make the shipped JSON configs (``tiny-clip``) known to open_clip."""
-    global _registered
-    if not _registered:
-        import open_clip
-
-        open_clip.add_model_config(MODEL_CONFIGS)
-        _registered = True
-
-
-def text_context(name: str) -> int:
-    """Longest caption (in tokens) the text tower of ``name`` takes, from its config."""
-    import open_clip
-
-    register_embedded_configs()
-    config = open_clip.get_model_config(name) or {}
-    return int(config.get("text_cfg", {}).get("context_length", 77))
-
-
-def embedded_names() -> list[str]:
-    return sorted(p.stem for p in MODEL_CONFIGS.glob("*.json"))
 
 
 @dataclass
@@ -71,13 +44,14 @@ def check_backbone_name(name: str) -> None:
 
 
 def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
-                  show_progress: bool = True) -> Backbone:
+                  show_progress: bool = True, trust_torchscript: bool = False) -> Backbone:
     """Build backbone ``name`` with weights ``pretrained``.
 
     ``pretrained`` is ``None`` (random init, enough for cost figures), ``"synthetic"`` (the suite's
     own pre-training of an embedded config, cached), a path to a local checkpoint (OpenAI or
     open_clip format), or an open_clip pretrained tag (downloaded by open_clip; without network the
-    error says how to supply the file locally).
+    error says how to supply the file locally). A local TorchScript archive carries code that
+    loading runs: it is read only with ``trust_torchscript``.
     """
     import open_clip
 
@@ -94,7 +68,7 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
         with quiet_logging():
             model = open_clip.create_model(name, pretrained=None, device=device)
     elif Path(pretrained).expanduser().is_file():
-        model = _create_from_file(name, Path(pretrained).expanduser(), device)
+        model = _create_from_file(name, Path(pretrained).expanduser(), device, trust_torchscript)
     elif Path(pretrained).expanduser().exists():
         raise UserError(f"--pretrained {pretrained} is a folder; pass the checkpoint file in it")
     elif _looks_like_path(pretrained) and pretrained not in _tags(name):
@@ -115,18 +89,6 @@ def load_backbone(name: str, pretrained: str | None, device: str = "cpu",
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
     )
-
-
-@contextmanager
-def quiet_logging() -> Iterator[None]:
-    """Silence log records up to ERROR while open_clip and the hub client work (open_clip also
-    warns whenever it builds a model without weights, which the suite does on purpose)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
 
 
 def _tags(name: str) -> list[str]:
@@ -190,16 +152,22 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
+def read_checkpoint(path: Path, trust_torchscript: bool = False) -> tuple[dict[str, Any], bool]:
     """The state dict in ``path`` and whether it is in OpenAI's format.
 
     OpenAI format: a TorchScript archive as OpenAI released them, or a state dict that carries
     OpenAI's extra entries (``input_resolution``, ``context_length``, ``vocab_size``). Anything
     else is an open_clip (or plain ``torch.save``) state dict, possibly under ``state_dict`` and
-    with DDP's ``module.`` prefix.
+    with DDP's ``module.`` prefix. Only TorchScript needs ``torch.jit.load``, which runs the
+    archive's code, so it is refused unless ``trust_torchscript``; everything else is read as
+    data (``weights_only=True``, safetensors).
     """
     import torch
 
+    if _is_torchscript(path) and not trust_torchscript:
+        raise UserError(f"checkpoint {path} is a TorchScript archive: loading it runs the code "
+                        f"inside it; pass --trust-torchscript if you trust where it came from "
+                        f"(OpenAI's released .pt files are such archives)")
     try:
         if _is_torchscript(path):
             state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
@@ -227,12 +195,12 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], bool]:
     return state, openai
 
 
-def _create_from_file(name: str, path: Path, device: str) -> Any:
+def _create_from_file(name: str, path: Path, device: str, trust_torchscript: bool = False) -> Any:
     """Backbone ``name`` with the weights of a local checkpoint (OpenAI or open_clip format)."""
     import open_clip
     import torch
 
-    state, openai = read_checkpoint(path)
+    state, openai = read_checkpoint(path, trust_torchscript)
     # OpenAI's models use QuickGELU; a config without it would silently change the embeddings.
     with quiet_logging():
         model = open_clip.create_model(name, pretrained=None, device="cpu",

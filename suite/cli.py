@@ -18,7 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError (and the domain errors of the libraries) into one line and exit 2."""
+    """One line and exit 2 for a UserError, the domain errors of the libraries and problems of
+    the filesystem or a store (a read-only folder, a damaged database); exit 130 on Ctrl-C."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,8 +32,37 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except domain as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            typer.echo(f"error: {describe_os_error(exc)}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            store_problem = describe_store_error(exc)
+            if store_problem is None:
+                raise
+            typer.echo(f"error: {store_problem}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``[Errno 30] Read-only file system: 'x'`` -> ``cannot write x: read-only file system``."""
+    where = exc.filename or ""
+    reason = (exc.strerror or str(exc)).lower()
+    return f"{where}: {reason}" if where else reason
+
+
+def describe_store_error(exc: Exception) -> str | None:
+    """One line for an MLflow or database failure (a damaged or locked SQLite file, a server
+    that does not answer); None for anything else, which stays a traceback (a bug)."""
+    names = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+    if not names & {"mlflow", "sqlalchemy", "sqlite3", "optuna"}:
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"tracking store: {first[:300]}"
 
 
 def stop_on_sigterm() -> None:
@@ -54,13 +84,20 @@ def run(
     backbone: Annotated[str | None, typer.Option(help="open_clip model name.")] = None,
     pretrained: Annotated[str | None, typer.Option(
         help="open_clip tag, local checkpoint path, 'synthetic' (tiny CLIP) or 'none'.")] = None,
+    trust_torchscript: Annotated[bool, typer.Option(
+        "--trust-torchscript", help="Load a local TorchScript --pretrained file (OpenAI's .pt), "
+        "which runs the code inside it.")] = False,
     epochs: Annotated[int | None, typer.Option(min=0)] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     frames: Annotated[int | None, typer.Option(min=1)] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder of a real dataset.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    select_on: Annotated[str | None, typer.Option(help="val (default) or test.")] = None,
+    select_on: Annotated[str | None, typer.Option(
+        help="val (default: select on validation), last (train on the whole split, keep the "
+             "final epoch) or test (the papers' practice; tagged).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="A paper's own practice for every protocol choice (`suite list presets`).")] = None,
     on_bad_video: Annotated[str | None, typer.Option(
         help="fail (default) or skip missing/undecodable videos.")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
@@ -80,7 +117,7 @@ def run(
     stop_on_sigterm()
 
     settings = (method, dataset, backbone, pretrained, epochs, batch_size, seed, frames,
-                data_root, device, select_on, on_bad_video, experiment, set_, config)
+                data_root, device, select_on, on_bad_video, experiment, set_, config, preset)
     if resume is not None:
         if any(value is not None for value in settings):
             raise UserError("--resume takes no other settings: the run's config is in its "
@@ -91,10 +128,14 @@ def run(
         return
     if config is not None:
         resolved = cfg.load_file(config)
+        if preset is not None:
+            from suite.presets import apply_preset
+
+            resolved = apply_preset(resolved, preset)
     elif method is None:
         raise UserError("--method is required (or --config FILE); see `suite list methods`")
     else:
-        resolved = cfg.base_for(method, dataset or "synthetic")
+        resolved = cfg.base_for(method, dataset or "synthetic", preset)
     flags = {"method": method, "dataset": dataset, "backbone": backbone, "frames": frames,
              "data_root": data_root, "device": device, "select_on": select_on,
              "on_bad_video": on_bad_video,
@@ -103,6 +144,8 @@ def run(
     overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if pretrained is not None:
         overrides["pretrained"] = None if pretrained.lower() == "none" else pretrained
+    if trust_torchscript:
+        overrides["trust_torchscript"] = True
     overrides.update(cfg.parse_sets(set_ or []))
     resolved = cfg.apply_overrides(resolved, overrides)
 
@@ -121,11 +164,16 @@ def print_result(result: Any, json_out: bool) -> None:
         return
     if json_out:
         typer.echo(json.dumps({"run_id": result.run_id, "test": result.test,
-                               "best_epoch": result.best_epoch}, indent=2, sort_keys=True))
+                               "best_epoch": result.best_epoch,
+                               "skipped_videos": result.skipped}, indent=2, sort_keys=True))
     else:
         m = result.test
         typer.echo(f"run {result.run_id}: test t2v R@1 {m['t2v_R1']:.1f} R@5 {m['t2v_R5']:.1f} "
                    f"R@10 {m['t2v_R10']:.1f} MdR {m['t2v_MdR']:.1f} R-Sum {m['t2v_rsum']:.1f}")
+        for split, count in result.skipped.items():
+            typer.echo(f"  {split}: {count} video(s) skipped (--on-bad-video skip)"
+                       + ("; each of their captions counts as a miss" if split == "test"
+                          else ""))
 
 
 @app.command()
@@ -205,6 +253,10 @@ def report(
     from reports.tables import comparison_table, render
     from suite.tracking import tracking_uri as resolve_uri
 
+    if out is not None:
+        from suite.preflight import writable_folder
+
+        writable_folder(out, "--out")
     try:
         table = comparison_table(load_runs(experiment, resolve_uri(tracking_uri)))
         if out is None:
@@ -214,6 +266,36 @@ def report(
                 typer.echo(str(path))
     except ReportError as exc:
         raise UserError(str(exc)) from None
+
+
+@app.command()
+@user_errors
+def abandoned(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List only; mark nothing.")] = False,
+) -> None:
+    """Mark RUNNING runs whose process is gone (killed, machine lost) as FAILED with the tag
+    abandoned=true; runs with a live owner are listed and left alone."""
+    from suite.ownership import mark_abandoned, running_runs
+    from suite.tracking import tracking_uri as resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    runs = running_runs(uri, experiment)
+    if not runs:
+        typer.echo(f"no RUNNING runs in experiment {experiment}")
+    for run in runs:
+        head = f"run {run.run_id} ({run.name})"
+        if run.owner is None:
+            typer.echo(f"{head}: RUNNING with no owner record; cannot tell, left as it is")
+        elif not run.abandoned:
+            typer.echo(f"{head}: RUNNING, owner alive ({run.owner.describe()})")
+        elif dry_run:
+            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()})")
+        else:
+            mark_abandoned(uri, run.run_id)
+            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()}); marked FAILED "
+                       f"(suite run --resume {run.run_id} continues it from its checkpoint)")
 
 
 @app.command()
@@ -284,9 +366,16 @@ def _check_method_config(name: str, backbone: str, frames: int, options: dict) -
 
 @app.command("list")
 @user_errors
-def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbones")]) -> None:
-    """List the registered methods, dataset cards or backbones."""
-    if what == "methods":
+def list_(what: Annotated[str, typer.Argument(
+        help="methods, datasets, backbones or presets")]) -> None:
+    """List the registered methods, dataset cards, backbones or reference presets."""
+    if what == "presets":
+        from suite.presets import PRESETS, describe
+
+        for preset in PRESETS.values():
+            for line in describe(preset):
+                typer.echo(line)
+    elif what == "methods":
         from methods.registry import all_methods
 
         for m in all_methods():
@@ -300,7 +389,7 @@ def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbon
     elif what == "backbones":
         import open_clip
 
-        from suite.backbone import embedded_names, register_embedded_configs
+        from suite.embedded import embedded_names, register_embedded_configs
 
         register_embedded_configs()
         for name in embedded_names():
@@ -308,37 +397,7 @@ def list_(what: Annotated[str, typer.Argument(help="methods, datasets or backbon
         for name, tag in open_clip.list_pretrained():
             typer.echo(f"{name:24s} {tag}")
     else:
-        raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones")
-
-
-@app.command()
-@user_errors
-def abandoned(
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List only; mark nothing.")] = False,
-) -> None:
-    """Mark RUNNING runs whose process is gone (killed, machine lost) as FAILED with the tag
-    abandoned=true; runs with a live owner are listed and left alone."""
-    from suite.ownership import mark_abandoned, running_runs
-    from suite.tracking import tracking_uri as resolve_uri
-
-    uri = resolve_uri(tracking_uri)
-    runs = running_runs(uri, experiment)
-    if not runs:
-        typer.echo(f"no RUNNING runs in experiment {experiment}")
-    for run in runs:
-        head = f"run {run.run_id} ({run.name})"
-        if run.owner is None:
-            typer.echo(f"{head}: RUNNING with no owner record; cannot tell, left as it is")
-        elif not run.abandoned:
-            typer.echo(f"{head}: RUNNING, owner alive ({run.owner.describe()})")
-        elif dry_run:
-            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()})")
-        else:
-            mark_abandoned(uri, run.run_id)
-            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()}); marked FAILED "
-                       f"(suite run --resume {run.run_id} continues it from its checkpoint)")
+        raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets")
 
 
 @app.command()

@@ -68,6 +68,8 @@ class RunConfig(_Strict):
     dataset: str = Field("synthetic", min_length=1)
     backbone: str = Field("tiny-clip", min_length=1)
     pretrained: str | None = "synthetic"
+    # A local --pretrained TorchScript archive runs code when loaded: only when asked for.
+    trust_torchscript: bool = False
     frames: int = Field(12, ge=1)
     words: int = Field(32, ge=2)  # start and end tokens take two
     data_root: str | None = None

@@ -13,20 +13,27 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from suite import checkpoint, distributed, ownership, tracking
-from suite.backbone import Backbone, check_backbone_name, load_backbone, text_context
+from suite import checkpoint, distributed, optim, ownership, tracking
+from suite.backbone import Backbone, check_backbone_name, load_backbone
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
 from suite.data.loading import ImageSpec, make_collate, to_pixels, training_loader
 from suite.data.registry import load_split
 from suite.data.skipped import log_skipped_videos
 from suite.device import autocast, grad_scaler, resolve_device, resolve_precision
+from suite.embedded import text_context
 from suite.errors import UserError
 from suite.evaluation import evaluate
+from suite.loss import symmetric_infonce
 from suite.profiling import PeakMemory, as_metrics, default_batch, measure_inference
 from suite.progress import console, progress_bar
+from suite.selection import Kept, Selection
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite: the run stops (FAILED) instead of training
+    on, and keeps the checkpoint of its last finished epoch."""
 
 
 @dataclass
@@ -39,6 +46,8 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
     # Metrics of the selection split for the kept weights (validation unless select_on="test").
     selection: dict[str, float] = field(default_factory=dict)
+    # Videos the --on-bad-video skip policy left out, per split (their queries count as misses).
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -66,28 +75,14 @@ def build_model(config: RunConfig, backbone: Backbone) -> Any:
     return method.build(backbone.model, method_config(config), config.frames, config.backbone)
 
 
-def symmetric_infonce(text: torch.Tensor, video: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's loss over a batch of matching (text, video) pairs, both directions averaged."""
-    logits = scale * text @ video.t()
-    target = torch.arange(len(text), device=text.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-
-
 def make_optimizer(model: Any, config: RunConfig, steps: int) -> tuple[Any, Any]:
-    """AdamW (no decay on biases and norms), cosine schedule with linear warm-up."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    new, pretrained = model.parameter_groups()
+    """``train.optimizer`` over the new parameters (``lr``) and the backbone's (``lr_pretrained``),
+    weight decay spared as ``train.no_decay`` says, and its schedule (suite.optim)."""
+    new, pretrained = model.named_parameter_groups()
     t = config.train
-    groups = []
-    for params, lr in ((new, t.lr), (pretrained, t.lr_pretrained)):
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups += [{"params": decay, "lr": lr, "weight_decay": t.weight_decay},
-                   {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup * steps), steps)
-    return optimizer, scheduler
+    groups = (optim.parameter_groups(new, t.lr, t.weight_decay, t.no_decay)
+              + optim.parameter_groups(pretrained, t.lr_pretrained, t.weight_decay, t.no_decay))
+    return optim.make_optimizer(groups, t.optimizer, t.warmup, steps)
 
 
 class Trainer:
@@ -102,6 +97,7 @@ class Trainer:
                  processes: distributed.Processes = distributed.SINGLE) -> None:
         self.model, self.config, self.card, self.device = model, config, card, device
         self.processes = processes
+        self.parallel = distributed.data_parallel(model, processes, device)
         self.show_progress = show_progress and processes.main
         self.image = ImageSpec(backbone.image_size, backbone.mean, backbone.std)
         self.tokenize = lambda texts: backbone.tokenizer(texts, context_length=config.words)
@@ -110,12 +106,6 @@ class Trainer:
         # Called after each epoch (checkpoint written) with the epoch and its selection
         # metrics; a sweep reports them to Optuna and may stop the run (pruning).
         self.on_epoch: Callable[[int, dict[str, float]], None] | None = None
-
-    def split(self, name: str) -> Any:
-        split = load_split(self.card, name, self.config)
-        if self.processes.main:
-            log_skipped_videos(split)
-        return split
 
     def evaluate(self, split: Any, dual_softmax: bool = False) -> dict[str, float]:
         t = self.config.train
@@ -129,8 +119,7 @@ class Trainer:
         ids, mask = ids.to(self.device), mask.to(self.device)
         pixels = to_pixels(frames, self.image, self.device)
         with autocast(self.device, t.precision):
-            text = self.model.encode_text(ids)
-            video = self.model.encode_video(pixels, mask)
+            text, video = self.parallel(ids, pixels, mask)
         text = distributed.gather_batch(text.float(), self.processes)
         video = distributed.gather_batch(video.float(), self.processes)
         loss = symmetric_infonce(text, video, self.model.logit_scale)
@@ -169,19 +158,53 @@ class Trainer:
         tracking.log_metrics({f"search/{k}": v for k, v in figures.items()})
         return figures
 
-    def fit(self, select_split: Any, save: Callable[[dict[str, Any]], None] | None = None,
-            resume: dict[str, Any] | None = None) -> tuple[int, dict[str, float]]:
-        """Train every epoch, evaluate ``select_split`` after each, restore the best epoch;
-        return that epoch and its selection metrics.
+    def train_step(self, ids: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
+                   optimizer: Any, scaler: Any, scheduler: Any, params: list[torch.nn.Parameter]
+                   ) -> float:
+        """One optimisation step on a batch; its loss. The gradient applied is the global-batch
+        loss's divided by ``train.grad_divisor``, clipped to ``train.grad_clip``."""
+        t = self.config.train
+        loss = self.loss(ids, frames, mask)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: the loss is {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss / t.grad_divisor).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        return loss.item()  # .item() synchronises CUDA: honest step times
 
-        Per-epoch selection metrics are logged as ``val/...``, or ``test_epoch/...`` when a run
-        selects on the test split (the papers' practice), apart from the final ``test/...``.
-        After each epoch ``save`` receives the training state (see suite.checkpoint); a
-        ``resume`` state continues after its last epoch, as if the run had not stopped.
+    def select(self, selection: Selection, split: Any, prefix: str, epoch: int, step: int,
+               after_epoch: bool) -> dict[str, float]:
+        """Evaluate ``split``, log it (per epoch under ``prefix/``, between epochs under
+        ``prefix_step/`` at the global step) and offer it to ``selection``."""
+        metrics = self.evaluate(split)
+        if after_epoch:
+            tracking.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=epoch)
+        else:
+            tracking.log_metrics({f"{prefix}_step/{k}": v for k, v in metrics.items()},
+                                 step=step)
+        selection.offer(metrics, epoch, step, self.model.trainable_state())
+        self.model.train()
+        return metrics
+
+    def fit(self, train_split: Any, select_split: Any | None,
+            save: Callable[[dict[str, Any]], None] | None = None,
+            resume: dict[str, Any] | None = None) -> Kept:
+        """Train every epoch, evaluate ``select_split`` after each (and every
+        ``train.eval_steps`` steps), restore the kept evaluation's weights and return it.
+
+        Selection metrics are logged as ``val/...``, or ``test_epoch/...`` when a run selects on
+        the test split (the papers' practice), apart from the final ``test/...``. Without a
+        selection split (``select_on="last"``) the final weights are kept. After each epoch
+        ``save`` receives the training state (see suite.checkpoint); a ``resume`` state
+        continues after its last epoch, as if the run had not stopped.
         """
         prefix = "val" if self.config.select_on == "val" else "test_epoch"
         t = self.config.train
-        batches, sampler = training_loader(self.split("train"), self.card.train_sampling,
+        batches, sampler = training_loader(train_split, self.card.train_sampling,
                                            t.batch_size, make_collate(self.tokenize), t.seed,
                                            t.num_workers, self.processes.rank,
                                            self.processes.world)
@@ -191,14 +214,16 @@ class Trainer:
         optimizer, scheduler = make_optimizer(self.model, self.config, t.epochs * len(batches))
         scaler = grad_scaler(self.device, t.precision)
         params = self.model.trainable_parameters()
-        best: tuple[dict[str, float], int, dict] | None = None
-        first_epoch = 0
+        selection = Selection(t.select_metric, t.select_ties)
+        first_epoch = step = 0
         if resume is not None:
             self.model.load_trainable_state(resume["model"])
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
             scaler.load_state_dict(resume["scaler"])
-            best, first_epoch = resume["best"], resume["epoch"]
+            if resume["kept"] is not None:
+                selection.kept = Kept.from_state(resume["kept"])
+            first_epoch, step = resume["epoch"], resume["step"]
             self.step_seconds = list(resume["step_seconds"])
             self.seconds_before = resume["training_seconds"]
             checkpoint.restore_rng_states(resume["rng"])
@@ -211,44 +236,49 @@ class Trainer:
                               enabled=self.show_progress) as advance:
                 for ids, frames, mask in batches:
                     step_started = time.perf_counter()
-                    loss = self.loss(ids, frames, mask)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    distributed.sum_gradients(params, self.processes)
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    losses.append(loss.item())  # .item() synchronises CUDA: honest step times
+                    try:
+                        losses.append(self.train_step(ids, frames, mask, optimizer, scaler,
+                                                      scheduler, params))
+                    except TrainingDiverged as exc:
+                        raise TrainingDiverged(f"{exc} at epoch {epoch + 1}, step {step + 1} "
+                                               f"(train.lr {t.lr:g}, lr_pretrained "
+                                               f"{t.lr_pretrained:g}); the run stops, FAILED"
+                                               ) from None
+                    step += 1
                     self.step_seconds.append(time.perf_counter() - step_started)
                     advance(loss=losses[-1])
+                    if select_split is not None and t.eval_steps and (
+                            step == 1 or step % t.eval_steps == 0):
+                        self.select(selection, select_split, prefix, epoch, step, False)
             tracking.log_metrics({"train/loss": float(np.mean(losses)),
                                   "train/epoch_seconds": time.perf_counter() - epoch_started,
                                   "train/lr": scheduler.get_last_lr()[0]}, step=epoch)
-            metrics = self.evaluate(select_split)
-            tracking.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=epoch)
+            summary = f"epoch {epoch + 1}: loss {np.mean(losses):.4f}"
+            if select_split is not None:
+                metrics = self.select(selection, select_split, prefix, epoch, step, True)
+                summary += f", {prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}"
+            else:  # select_on="last": the final weights, nothing evaluated between epochs
+                selection.kept = Kept({}, epoch, step, self.model.trainable_state())
             if self.processes.main:
-                console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
-                              f"{prefix} t2v R-Sum {metrics['t2v_rsum']:.1f}")
-            if best is None or metrics["t2v_rsum"] > best[0]["t2v_rsum"]:
-                best = (metrics, epoch, self.model.trainable_state())
+                console.print(summary)
             if save is not None:
-                save({"epoch": epoch + 1, "model": self.model.trainable_state(),
+                kept = selection.kept.to_state() if selection.kept is not None else None
+                save({"epoch": epoch + 1, "step": step, "model": self.model.trainable_state(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "scaler": scaler.state_dict(), "best": best,
+                      "scaler": scaler.state_dict(), "kept": kept,
                       "step_seconds": self.step_seconds, "rng": checkpoint.rng_states(),
                       "training_seconds": self.seconds_before + time.perf_counter() - started})
             if self.on_epoch is not None and select_split is not None:
                 self.on_epoch(epoch, metrics)
         self.seconds_before += time.perf_counter() - started
-        assert best is not None
-        self.model.load_trainable_state(best[2])
-        return best[1], best[0]
+        assert selection.kept is not None
+        self.model.load_trainable_state(selection.kept.weights)
+        return selection.kept
 
 
 def check(config: RunConfig) -> None:
-    """Everything a user can get wrong, checked before an MLflow run is opened."""
+    """Everything a user can get wrong, checked before an MLflow run is opened (the types and
+    ranges of every setting were checked when the config was built)."""
     check_backbone_name(config.backbone)  # registers the embedded configs methods read
     method_config(config)
     from methods.registry import padding_refusal
@@ -260,16 +290,62 @@ def check(config: RunConfig) -> None:
     if config.words > text_context(config.backbone):
         raise UserError(f"words {config.words} exceeds the text context of {config.backbone} "
                         f"({text_context(config.backbone)}); use --set words=N with N <= that")
-    if config.select_on not in ("val", "test"):
-        raise UserError(f"unknown --select-on {config.select_on!r}; valid: val, test")
-    if config.on_bad_video not in ("fail", "skip"):
-        raise UserError(f"unknown --on-bad-video {config.on_bad_video!r}; valid: fail, skip")
+    if config.preset is not None:
+        from suite.presets import get as get_preset
+
+        get_preset(config.preset)
     # Last: every video file the run reads is found and probed before anything trains or logs.
     from methods import registry
     from suite.data.real import check_files
 
     trains = bool(registry.get(config.method).learning_rates) and config.train.epochs > 0
     check_files(load_card(config.dataset), config, trains)
+
+
+@dataclass
+class Job:
+    """A run made ready before anything is logged: the backbone loaded, the model built, the
+    splits it needs read and screened. A mistake in any of these (a bad checkpoint file, a
+    data option, a missing video) stops here, before an MLflow run or a file exists."""
+
+    config: RunConfig
+    card: DatasetCard
+    device: torch.device
+    processes: distributed.Processes
+    backbone: Backbone
+    model: Any
+    trainer: Trainer
+    splits: dict[str, Any]
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.model.trainable_parameters()) and self.config.train.epochs > 0
+
+
+def prepare(config: RunConfig, card: DatasetCard, device: torch.device, show_progress: bool,
+            processes: distributed.Processes) -> Job:
+    """Read and build everything a run needs (see ``Job``): the splits first (cheap, and a
+    data mistake should not wait for a backbone's first-time pre-training), then the model."""
+    from methods import registry
+
+    names = ["test"]
+    if registry.get(config.method).learning_rates and config.train.epochs > 0:
+        names.append("train")
+    if config.select_on == "val":
+        names.append("val")
+    splits = {name: load_split(card, name, config) for name in names}
+    seed_everything(config.train.seed)  # random weights (--pretrained none) from the seed
+    if not processes.main:
+        distributed.barrier(processes)  # rank 0 fills the backbone cache first
+    backbone = load_backbone(config.backbone, config.pretrained, str(device),
+                             show_progress and processes.main, config.trust_torchscript)
+    if processes.main:
+        distributed.barrier(processes)
+    # Seeded again after loading: a first-time pre-training must not change what follows.
+    seed_everything(config.train.seed)
+    model = build_model(config, backbone).to(device)
+    trainer = Trainer(model, config, card, backbone, device, show_progress, processes)
+    return Job(config, card, device, processes, backbone, model, trainer, splits)
 
 
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
@@ -285,27 +361,35 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     check(config)
     card = load_card(config.dataset)
     processes = distributed.from_environment()
+    if processes.main:  # the places this run writes to, before any work
+        from suite import preflight
+
+        preflight.tracking_store(tracking.tracking_uri(uri))
+        if checkpoints is not None:
+            preflight.writable_folder(checkpoints, "the checkpoint folder")
     device = distributed.local_device(processes, resolve_device(config.device))
     distributed.start(processes, device, config.train.batch_size)
     try:
+        job = prepare(config, card, device, show_progress, processes)
+        job.trainer.on_epoch = on_epoch
         if not processes.main:  # trains and evaluates its share; rank 0 logs and checkpoints
-            return _train_and_test(config, card, device, "", False, None, resume, processes)
-        return _tracked_run(config, card, device, uri, show_progress, tags, checkpoints,
-                            resume, processes)
+            return _train_and_test(job, "", None, resume)
+        return _tracked_run(job, uri, tags, checkpoints, resume)
     finally:
         distributed.stop()
 
 
-def _tracked_run(config: RunConfig, card: DatasetCard, device: torch.device, uri: str | None,
-                 show_progress: bool, tags: dict[str, str] | None, checkpoints: Path | None,
-                 resume: dict[str, Any] | None, processes: distributed.Processes) -> RunResult:
+def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
+                 checkpoints: Path | None, resume: dict[str, Any] | None) -> RunResult:
     """The main process's run: an MLflow run around training and testing, then its
     checkpoint removed."""
+    config, device = job.config, job.device
     run_tags = {"method": config.method, "dataset": config.dataset,
                 "backbone": config.backbone, "pretrained": str(config.pretrained),
                 "device": str(device), "selected_on": config.select_on,
+                "preset": str(config.preset), "select_metric": config.train.select_metric,
                 "precision": resolve_precision(config.train.precision, device),
-                "processes": str(processes.world), **environment_tags(), **(tags or {})}
+                "processes": str(job.processes.world), **environment_tags(), **(tags or {})}
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])
     name = f"{config.method}-{config.dataset}-{config.backbone}"
@@ -317,43 +401,35 @@ def _tracked_run(config: RunConfig, card: DatasetCard, device: torch.device, uri
         try:
             # Locked while it trains, with a heartbeat (suite.ownership)
             with ownership.owned(tracking.tracking_uri(uri), run_id, checkpoints):
-                result = _train_and_test(config, card, device, run_id, show_progress,
-                                         checkpoints, resume, processes)
-        except BaseException:
+                result = _train_and_test(job, run_id, checkpoints, resume)
+        except BaseException as exc:
             if checkpoints and checkpoint.checkpoint_path(checkpoints, run_id).is_file():
                 console.print(f"[yellow]run {run_id} stopped; its last finished epoch is "
                               f"checkpointed: suite run --resume {run_id}[/yellow]")
+            if isinstance(exc, TrainingDiverged):
+                tracking.set_tags({"diverged": "true"})
             raise
     if checkpoints is not None:
         checkpoint.remove(checkpoints, run_id)
     return result
 
 
-def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, run_id: str,
-                    show_progress: bool, checkpoints: Path | None,
-                    resume: dict[str, Any] | None, processes: distributed.Processes
-                    ) -> RunResult:
+def _train_and_test(job: Job, run_id: str, checkpoints: Path | None,
+                    resume: dict[str, Any] | None) -> RunResult:
     """The body of a run inside its MLflow run: train (or resume), select, test, log.
     Other processes than the main one take part in training and evaluation (their tracking
     calls do nothing) and skip the inference timing and the artifacts."""
-    seed_everything(config.train.seed)  # random weights (--pretrained none) from the seed
-    if not processes.main:
-        distributed.barrier(processes)  # rank 0 fills the backbone cache first
-    backbone = load_backbone(config.backbone, config.pretrained, str(device), show_progress)
-    if processes.main:
-        distributed.barrier(processes)
-    # Seeded again after loading: a first-time pre-training must not change what follows.
-    seed_everything(config.train.seed)
-    model = build_model(config, backbone).to(device)
-    trainer = Trainer(model, config, card, backbone, device, show_progress, processes)
-    trains = bool(model.trainable_parameters()) and config.train.epochs > 0
-    test = trainer.split("test")
+    config, model, trainer, splits = job.config, job.model, job.trainer, job.splits
+    skipped = {name: log_skipped_videos(split) if job.processes.main else 0
+               for name, split in splits.items()}
+    tracking.log_metrics({f"data/{name}_videos": len(split) for name, split in splits.items()})
+    test = splits["test"]
     best_epoch: int | None = None
     selection: dict[str, float] = {}
     training: dict[str, float] = {
         "cost/params_trainable": sum(p.numel() for p in model.trainable_parameters())}
-    if trains:
-        select = test if config.select_on == "test" else trainer.split("val")
+    if job.trains:
+        select = {"val": splits.get("val"), "test": test, "last": None}[config.select_on]
         save = None
         if checkpoints is not None:
             path = checkpoint.checkpoint_path(checkpoints, run_id)
@@ -364,27 +440,29 @@ def _train_and_test(config: RunConfig, card: DatasetCard, device: torch.device, 
 
         phase = model.search_phase() if resume is None else None
         if phase is not None:  # what a method learns before training (DiffRate: its rates)
-            trainer.search(trainer.split("train"), phase)
-        with PeakMemory(device) as memory:
-            best_epoch, selection = trainer.fit(select, save, resume)
+            trainer.search(splits["train"], phase)
+        with PeakMemory(job.device) as memory:
+            kept = trainer.fit(splits["train"], select, save, resume)
+        best_epoch, selection = kept.epoch, kept.metrics
+        tracking.log_metrics({"selected/epoch": kept.epoch, "selected/step": kept.step})
         training.update(training_figures(trainer.step_seconds, memory.peak_mib,
                                          trainer.seconds_before))
     elif config.select_on == "val":
         # Nothing trains: validation is still evaluated once, so every run has its
         # selection figures (a sweep's objective) and its val/ metrics.
-        selection = trainer.evaluate(trainer.split("val"))
+        selection = trainer.evaluate(splits["val"])
         tracking.log_metrics({f"val/{k}": v for k, v in selection.items()}, step=0)
     trained = model.trainable_state()  # before folding: LoRA factors vanish into weights
     model.fold()
     metrics = trainer.evaluate(test, dual_softmax=True)
     tracking.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-    if processes.main:
-        inference = measure_inference(model, config.frames, backbone.image_size, config.words,
-                                      device, default_batch(device))
+    if job.processes.main:
+        inference = measure_inference(model, config.frames, job.backbone.image_size,
+                                      config.words, job.device, default_batch(job.device))
         tracking.log_metrics({**training, **as_metrics(inference)})
         log_outputs(config, trained, metrics, best_epoch)
-    return RunResult(run_id, metrics, best_epoch,
-                     selection=selection or metrics)  # untrained, select_on test: the same
+    return RunResult(run_id, metrics, best_epoch, selection=selection or metrics,
+                     skipped={k: v for k, v in skipped.items() if v})
 
 
 def resume_run(run_id: str, uri: str | None = None, show_progress: bool = True,

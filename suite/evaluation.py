@@ -12,7 +12,7 @@ from suite import distributed
 from suite.data.base import VideoTextSplit
 from suite.data.loading import ImageSpec, Videos, loader, make_collate, to_pixels
 from suite.device import autocast
-from suite.metrics import dual_softmax_metrics, retrieval_metrics
+from suite.metrics import dual_softmax_metrics, literature_metrics, retrieval_metrics
 from suite.progress import progress_bar
 
 
@@ -57,13 +57,18 @@ def evaluate(model: Any, split: VideoTextSplit,
              show_progress: bool = True, precision: str = "auto",
              dual_softmax: bool = False,
              processes: distributed.Processes = distributed.SINGLE) -> dict[str, float]:
-    """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions), and
-    with ``dual_softmax`` the same after DSL under ``dsl_...`` names."""
+    """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions), the
+    CLIP4Clip family's figures under ``lit_...`` names, and with ``dual_softmax`` the figures
+    after DSL under ``dsl_...`` names. Videos the split left out (``--on-bad-video skip``) and
+    their captions count as misses, so skipping never raises a figure."""
     text, video = embed_split(model, split, tokenize, image, device, batch_size, num_workers,
                               show_progress, precision, processes)
     positives = torch.from_numpy(split.positives())
     sims = text @ video.t()
-    metrics = retrieval_metrics(sims, positives)
+    misses = {"missed_t2v": split.missed_captions, "missed_v2t": split.missed_videos}
+    metrics = retrieval_metrics(sims, positives, **misses)
+    if bool((positives.sum(dim=1) == 1).all()):  # every caption describes one video
+        metrics.update(literature_metrics(sims, positives, **misses))
     if dual_softmax:
-        metrics.update(dual_softmax_metrics(sims, positives))
+        metrics.update(dual_softmax_metrics(sims, positives, **misses))
     return metrics

@@ -87,7 +87,7 @@ def draw(merges: MergeMap, title: str, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from reports.files import atomic_write
+    from suite.files import write_atomic
 
     count = merges.frames.shape[0]
     columns = min(count, 6)
@@ -101,11 +101,11 @@ def draw(merges: MergeMap, title: str, path: Path) -> Path:
             axes.imshow(overlay(merges.frames[index], merges.owner[index]))
             axes.set_title(f"frame {index}", fontsize=8)
     figure.suptitle(title, fontsize=10)
-    atomic_write(path, partial(figure.savefig, format="png", dpi=120))
+    write_atomic(path, partial(figure.savefig, format="png", dpi=120))
     return path
 
 
-def run_artifacts(run_id: str, uri: str, folder: Path) -> tuple[Path, Path | None]:
+def run_artifacts(run_id: str, uri: str, folder: Path) -> tuple[Path, Path]:
     """Download the ``config.json`` and (if logged) ``trained_weights.pt`` of an MLflow run
     into ``folder``."""
     import mlflow
@@ -118,11 +118,13 @@ def run_artifacts(run_id: str, uri: str, folder: Path) -> tuple[Path, Path | Non
         raise UserError(f"cannot read config.json of run {run_id!r} in {uri}: "
                         f"{str(exc).splitlines()[0]}") from None
     try:
-        weights: Path | None = Path(mlflow.artifacts.download_artifacts(
+        weights = Path(mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="trained_weights.pt", dst_path=str(folder),
             tracking_uri=uri))
     except (MlflowException, OSError):
-        weights = None  # a run with nothing to train logs no weights
+        # Drawing the untrained model under a trained run's name would be a wrong picture.
+        raise UserError(f"run {run_id} has no trained_weights.pt (it did not finish, or "
+                        f"nothing trained); draw an untrained model with --method") from None
     return config, weights
 
 
@@ -137,7 +139,8 @@ def visualise(config: Any, weights: Path | None, video: int, split: str, out: Pa
     from suite.engine import build_model, seed_everything
 
     card = load_card(config.dataset)
-    backbone = load_backbone(config.backbone, config.pretrained, "cpu", show_progress)
+    backbone = load_backbone(config.backbone, config.pretrained, "cpu", show_progress,
+                             config.trust_torchscript)
     seed_everything(config.train.seed)
     model = build_model(config, backbone)
     if weights is not None:

@@ -84,8 +84,8 @@ def retrieval_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: i
     Keys: ``t2v_R1 ... t2v_MnR``, ``v2t_...``, ``t2v_rsum`` (R@1+R@5+R@10 of text-to-video, the
     paper's R-Sum) and ``rsum_both`` (the same summed over both directions). ``missed_t2v`` and
     ``missed_v2t`` add queries that count as misses, ranked last among all candidates, the
-    left-out ones included (their positives were left out of the split), and ``nonfinite_similarities`` says how many scores
-    were NaN or infinite.
+    left-out ones included (their positives were left out of the split), and
+    ``nonfinite_similarities`` says how many scores were NaN or infinite.
     """
     sims = sims.float()
     positives = positives.bool()
@@ -101,7 +101,8 @@ def retrieval_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: i
     return out
 
 
-def literature_metrics(sims: torch.Tensor, positives: torch.Tensor) -> dict[str, float]:
+def literature_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: int = 0,
+                       missed_v2t: int = 0) -> dict[str, float]:
     """The figures as the CLIP4Clip family of code computes them, under ``lit_`` names.
 
     CLIP4Clip ``metrics.py`` (ArrowLuo/CLIP4Clip@508ffa3), which TempMe copies as
@@ -116,7 +117,7 @@ def literature_metrics(sims: torch.Tensor, positives: torch.Tensor) -> dict[str,
 
     Each caption must belong to exactly one video. Ties and non-finite scores follow the
     suite's rule (the references break ties by sort order or count a row per tie); on tie-free
-    matrices the figures equal the references'.
+    matrices the figures equal the references'. Misses count as in ``retrieval_metrics``.
     """
     sims = sims.float()
     positives = positives.bool()
@@ -124,14 +125,18 @@ def literature_metrics(sims: torch.Tensor, positives: torch.Tensor) -> dict[str,
         raise ValueError("literature metrics need exactly one video per caption")
     caption_video = positives.float().argmax(dim=1)
     per_video = torch.bincount(caption_video, minlength=positives.shape[1])
+    captions, videos = sims.shape
+    t2v_ranks = with_misses(query_ranks(sims, positives), missed_t2v, videos + missed_v2t)
     if bool((per_video == 1).all()):
-        t2v = summarise(query_ranks(sims, positives))
-        v2t = summarise(query_ranks(sims.t(), positives.t()))
+        t2v = summarise(t2v_ranks)
+        v2t_ranks = query_ranks(sims.t(), positives.t())
+        v2t = summarise(with_misses(v2t_ranks, missed_v2t, captions + missed_t2v))
     else:
-        t2v = summarise(query_ranks(sims, positives), median="lower")
+        t2v = summarise(t2v_ranks, median="lower")
         groups = group_best(_finite_or_lowest(sims), caption_video, positives.shape[1])
         diagonal = torch.eye(len(groups), dtype=torch.bool)
-        v2t = summarise(query_ranks(groups.t(), diagonal))
+        v2t_ranks = query_ranks(groups.t(), diagonal)
+        v2t = summarise(with_misses(v2t_ranks, missed_v2t, videos + missed_v2t))
     out = {f"lit_t2v_{k}": v for k, v in t2v.items()}
     out.update({f"lit_v2t_{k}": v for k, v in v2t.items()})
     out["lit_t2v_rsum"] = t2v["R1"] + t2v["R5"] + t2v["R10"]
@@ -150,12 +155,16 @@ def dual_softmax(sims: torch.Tensor, temperature: float = 100.0) -> torch.Tensor
     return sims * torch.softmax(sims * temperature, dim=0)
 
 
-def dual_softmax_metrics(sims: torch.Tensor, positives: torch.Tensor) -> dict[str, float]:
+def dual_softmax_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: int = 0,
+                         missed_v2t: int = 0) -> dict[str, float]:
     """``retrieval_metrics`` after dual softmax in each direction, every key prefixed ``dsl_``."""
     sims = sims.float()
     positives = positives.bool()
-    t2v = summarise(query_ranks(dual_softmax(sims), positives))
-    v2t = summarise(query_ranks(dual_softmax(sims.t()), positives.t()))
+    captions, videos = sims.shape
+    t2v = summarise(with_misses(query_ranks(dual_softmax(sims), positives), missed_t2v,
+                                videos + missed_v2t))
+    v2t = summarise(with_misses(query_ranks(dual_softmax(sims.t()), positives.t()), missed_v2t,
+                                captions + missed_t2v))
     out = {f"dsl_t2v_{k}": v for k, v in t2v.items()}
     out.update({f"dsl_v2t_{k}": v for k, v in v2t.items()})
     out["dsl_t2v_rsum"] = t2v["R1"] + t2v["R5"] + t2v["R10"]

@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 
 def checkpoint_path(name: str, recipe: PretrainRecipe) -> Path:
     """Where the checkpoint for ``name`` trained with ``recipe`` lives."""
-    from suite.backbone import MODEL_CONFIGS
+    from suite.embedded import MODEL_CONFIGS
 
     config = json.loads((MODEL_CONFIGS / f"{name}.json").read_text())
     key = json.dumps({"config": config, "recipe": asdict(recipe), "v": RECIPE_VERSION},
@@ -56,18 +56,17 @@ def pretrained_checkpoint(name: str, recipe: PretrainRecipe | None = None,
     recipe = recipe or PretrainRecipe()
     path = checkpoint_path(name, recipe)
     if not path.exists():
+        from suite.preflight import writable_folder
+
+        # Before a minute of pre-training, not after: the result must be cached.
+        writable_folder(path.parent, "the backbone cache (SUITE_CACHE_DIR)")
         state = pretrain(name, recipe, show_progress=show_progress)
-        _save_atomic(state, path)
+        import torch
+
+        from suite.files import write_atomic
+
+        write_atomic(path, lambda file: torch.save(state, file))
     return path
-
-
-def _save_atomic(state: dict, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def pretrain(name: str, recipe: PretrainRecipe, show_progress: bool = True) -> dict:
@@ -76,9 +75,9 @@ def pretrain(name: str, recipe: PretrainRecipe, show_progress: bool = True) -> d
     import torch
     import torch.nn.functional as F
 
-    from suite.backbone import quiet_logging, register_embedded_configs
     from suite.data.synthetic import static_pairs
     from suite.data.transforms import preprocess
+    from suite.embedded import quiet_logging, register_embedded_configs
     from suite.progress import progress_bar
 
     register_embedded_configs()

@@ -14,7 +14,7 @@ def tiny_clip():
     import open_clip
     import torch
 
-    from suite.backbone import register_embedded_configs
+    from suite.embedded import register_embedded_configs
 
     register_embedded_configs()
     torch.manual_seed(0)

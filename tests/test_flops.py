@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods import registry
-from suite.backbone import quiet_logging
+from suite.embedded import quiet_logging
 from suite.flops import UncountedOperatorError, count_macs
 from suite.profiling import dummy_video, output_tokens
 

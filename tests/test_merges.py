@@ -116,3 +116,14 @@ def test_cli_reads_a_runs_config_and_trained_weights(tmp_path, monkeypatch):
     assert "12 sequence(s)" in result.stdout and out.stat().st_size > 0
     result = runner.invoke(app, ["merges", "--run", "0" * 32, "--tracking-uri", store])
     assert result.exit_code == 2 and "cannot read config.json" in result.output
+    # A run whose trained weights are gone is refused, not drawn untrained under its name.
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    artifacts = MlflowClient(store).get_run(run_id).info.artifact_uri.removeprefix("file://")
+    (Path(artifacts) / "trained_weights.pt").unlink()
+    result = runner.invoke(app, ["merges", "--run", run_id, "--tracking-uri", store,
+                                 "--out", str(tmp_path / "gone.png")])
+    assert result.exit_code == 2 and "has no trained_weights.pt" in result.output
+    assert not (tmp_path / "gone.png").exists()

@@ -155,10 +155,10 @@ def test_prompt_text_lora_folds_and_prompts_stay(tiny_clip):
 
 
 @pytest.mark.parametrize(("method", "option", "message"), [
-    ("adapter", "bottleneck=0", "adapter bottleneck must be a positive integer, got 0"),
-    ("adapter", "bottleneck=-4", "adapter bottleneck must be a positive integer, got -4"),
-    ("prompt", "num_prompts=-1", "prompt num_prompts must be an integer >= 0, got -1"),
-    ("prompt", "rank=0", "prompt rank (text LoRA) must be an integer >= 1, got 0"),
+    ("adapter", "bottleneck=0", "method.bottleneck: must be greater than or equal to 1 (got 0)"),
+    ("adapter", "bottleneck=-4", "method.bottleneck: must be greater than or equal to 1"),
+    ("prompt", "num_prompts=-1", "method.num_prompts: must be greater than or equal to 0"),
+    ("prompt", "rank=0", "method.rank: must be greater than or equal to 1 (got 0)"),
 ])
 def test_invalid_configs_are_one_line_user_errors(method, option, message):
     key, value = option.split("=")

@@ -72,7 +72,7 @@ def test_resumed_run_equals_the_uninterrupted_run(store, tmp_path, monkeypatch):
 
 def test_resume_errors_are_one_line(store, monkeypatch):
     result = invoke(store, "--resume", "0123abcd")
-    assert result.exit_code == 2 and "no checkpoint for run 0123abcd" in result.output
+    assert result.exit_code == 2 and "not in the MLflow store" in result.output
 
     result = invoke(store, "--resume", "0123abcd", "--epochs", "3")
     assert result.exit_code == 2 and "--resume takes no other settings" in result.output

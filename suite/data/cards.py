@@ -1,4 +1,5 @@
-"""Dataset cards: TOML files in the repository's top-level ``datasets/`` folder.
+"""Dataset cards: TOML files in the repository's top-level ``datasets/`` folder (shipped in the
+package as ``suite/cards``).
 
 A card says which loader reads the dataset, its caption mode, default frames and words, default
 backbone, expected split counts, loader options and training defaults. The folder can be moved
@@ -17,9 +18,10 @@ from suite.errors import UserError
 
 
 def cards_dir() -> Path:
-    """Where the dataset cards live."""
+    """Where the dataset cards live: ``suite/cards``, which in the repository is a link to the
+    top-level ``datasets/`` and in an installed wheel holds copies of the cards."""
     env = os.environ.get("SUITE_DATASETS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "cards"
 
 
 @dataclass(frozen=True)

@@ -434,7 +434,7 @@ def videos_dir(card: DatasetCard, root: Path, opts: DataOptions) -> Path:
 def image_size_of(backbone: str) -> int:
     """The input size of an open_clip model config, read from its JSON without importing
     open_clip (``prepare`` stays light); 224 when the name is not a plain config."""
-    from suite.backbone import MODEL_CONFIGS
+    from suite.embedded import MODEL_CONFIGS
 
     places = [MODEL_CONFIGS]
     spec = importlib.util.find_spec("open_clip")

@@ -28,10 +28,16 @@ def load_split(card: DatasetCard, split: str, config: RunConfig) -> VideoTextSpl
         if unknown:
             raise UserError(f"synthetic has no option {', '.join(unknown)}; "
                             f"valid: {', '.join(sorted(known))}")
+        from methods.registry import typed
+
         try:
-            return make_split(SyntheticConfig(frames=frames, **merged), split)
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"synthetic: {exc}") from None
+            options = typed("data.", SyntheticConfig, {"frames": frames, **merged})
+        except ValueError as exc:
+            raise UserError(f"bad setting {str(exc).replace('data.frames', 'frames')}") from None
+        if split == "val" and options.num_val == 0:
+            raise UserError("data.num_val is 0: there is no validation split to select on; "
+                            "use --select-on last (or test)")
+        return make_split(options, split)
     from suite.data.real import REAL_LOADERS, load_real_split
 
     if card.loader in REAL_LOADERS:

@@ -61,8 +61,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from suite.data.base import Clip, VideoTextSplit
 
@@ -142,29 +144,15 @@ _FAR_PAIRS = [(a, b) for a in _CELLS for b in _CELLS
 class SyntheticConfig:
     """Options of the synthetic dataset; the same config always gives the same data."""
 
-    seed: int = 0
-    num_train: int = 2000
-    num_val: int = 100
-    num_test: int = 500
-    frames: int = 12
-    size: int = 64
-    train_captions: int = 3
-    train_grouped: float = 0.0  # share of training videos drawn in minimal groups
-
-    def __post_init__(self) -> None:
-        for name in ("num_train", "num_val", "num_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.frames < 4:
-            raise ValueError(f"frames must be >= 4 (two events need two frames each), "
-                             f"got {self.frames}")
-        if self.size < 16:
-            raise ValueError(f"size must be >= 16 pixels, got {self.size}")
-        if not 0.0 <= self.train_grouped <= 1.0:
-            raise ValueError(f"train_grouped must be in 0..1, got {self.train_grouped}")
-        if not 1 <= self.train_captions <= MAX_TRAIN_CAPTIONS:
-            raise ValueError(f"train_captions must be in 1..{MAX_TRAIN_CAPTIONS}, "
-                             f"got {self.train_captions}")
+    seed: Annotated[int, Field(ge=0)] = 0
+    num_train: Annotated[int, Field(ge=0)] = 2000
+    num_val: Annotated[int, Field(ge=0)] = 100  # 0: no validation split (--select-on last)
+    num_test: Annotated[int, Field(ge=1)] = 500
+    frames: Annotated[int, Field(ge=4)] = 12  # two events need two frames each
+    size: Annotated[int, Field(ge=16)] = 64  # pixels
+    train_captions: Annotated[int, Field(ge=1, le=MAX_TRAIN_CAPTIONS)] = 3
+    # share of training videos drawn in minimal groups
+    train_grouped: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 @dataclass(frozen=True)
