@@ -110,6 +110,9 @@ def run(
     checkpoint_dir: Annotated[Path, typer.Option(
         help="Where unfinished runs keep their epoch checkpoint.")] = Path("checkpoints"),
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", help="key=value tag added to the MLflow run (suite bench tags its runs).")
+    ] = None,
 ) -> None:
     """Fine-tune and evaluate one method on one dataset; log everything to MLflow."""
     from suite import config as cfg
@@ -117,7 +120,7 @@ def run(
     stop_on_sigterm()
 
     settings = (method, dataset, backbone, pretrained, epochs, batch_size, seed, frames,
-                data_root, device, select_on, on_bad_video, experiment, set_, config, preset)
+                data_root, device, select_on, on_bad_video, experiment, set_, config, preset, tag)
     if resume is not None:
         if any(value is not None for value in settings):
             raise UserError("--resume takes no other settings: the run's config is in its "
@@ -151,7 +154,13 @@ def run(
 
     from suite.engine import run as run_engine
 
-    print_result(run_engine(resolved, tracking_uri, show_progress=True,
+    tags = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--tag expects key=value, got {item!r}")
+        tags[key.strip()] = value.strip()
+    print_result(run_engine(resolved, tracking_uri, show_progress=True, tags=tags,
                             checkpoints=checkpoint_dir), json_out)
 
 
@@ -235,6 +244,121 @@ def sweep(
 
 @app.command()
 @user_errors
+def bench(
+    plan: Annotated[str, typer.Argument(
+        help="A plan: its name (`plans/NAME.toml`) or the path of a plan file.")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List every run, its resolved settings and estimated cost; run "
+        "nothing.")] = False,
+    jobs: Annotated[int, typer.Option(
+        min=1, help="Runs at a time: one per GPU (CUDA_VISIBLE_DEVICES), or CPU processes "
+        "sharing the cores.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads per run (default: cores // --jobs).")] = None,
+    launcher: Annotated[str, typer.Option(help="local (default) or slurm (submitit).")] = "local",
+    partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="SLURM account.")] = None,
+    gpus_per_job: Annotated[int, typer.Option(
+        min=0, help="GPUs per SLURM job; more than 1 runs torchrun inside the job.")] = 1,
+    time_limit: Annotated[int, typer.Option(
+        "--time", min=1, help="SLURM time limit per job, minutes.")] = 1440,
+    cpus_per_job: Annotated[int, typer.Option(min=1, help="CPUs per SLURM job.")] = 8,
+    submitit_cluster: Annotated[str, typer.Option(
+        help="submitit executor for --launcher slurm: slurm, or local (the jobs run on this "
+             "machine through submitit's local executor; for testing).")] = "slurm",
+    dataset: Annotated[str | None, typer.Option(
+        help="Run every row on this dataset card with its own defaults (backbone, training "
+             "settings; the plan's dataset, backbone and preset dropped), e.g. synthetic.")
+    ] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder of the real dataset.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value for every run, as for `suite run`.")] = None,
+    row: Annotated[list[str] | None, typer.Option(
+        "--row", help="Only this row (its label; repeatable).")] = None,
+    no_timing: Annotated[bool, typer.Option(
+        "--no-timing", help="Dry run: multiply-adds only, no timed training step.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    checkpoint_dir: Annotated[Path, typer.Option(
+        help="Where unfinished runs keep their epoch checkpoint.")] = Path("checkpoints"),
+    json_out: Annotated[bool, typer.Option("--json", help="Dry run as JSON.")] = False,
+) -> None:
+    """Run a benchmark plan: every row and seed a `suite run`; finished runs are skipped,
+    interrupted ones resumed, failed ones tried again once."""
+    from suite import config as cfg
+
+    stop_on_sigterm()
+    from suite.distributed import from_environment
+
+    if from_environment().enabled:
+        raise UserError("suite bench starts its runs itself; start it without torchrun "
+                        "(--launcher slurm --gpus-per-job N runs torchrun inside each job)")
+    if launcher not in ("local", "slurm"):
+        raise UserError(f"unknown --launcher {launcher!r}; valid: local, slurm")
+    if submitit_cluster not in ("slurm", "local"):
+        raise UserError(f"unknown --submitit-cluster {submitit_cluster!r}; valid: slurm, local")
+    from suite.bench import BenchOptions, Interrupted, default_workdir, summary_lines
+    from suite.bench import bench as run_bench
+    from suite.plans import expand, load_plan
+    from suite.tracking import tracking_uri as resolve_uri
+
+    loaded = load_plan(plan)
+    overrides: dict[str, Any] = {k: v for k, v in {"data_root": data_root,
+                                                   "device": device}.items() if v is not None}
+    overrides.update(cfg.parse_sets(set_ or []))
+    runs = expand(loaded, overrides, dataset, check="config" if dry_run else "full")
+    if row:
+        labels = {r.base_row for r in runs} | {r.row for r in runs}
+        unknown = sorted(set(row) - labels)
+        if unknown:
+            raise UserError(f"--row {unknown[0]!r} is not a row of plan {loaded.name}; rows: "
+                            f"{', '.join(r.label for r in loaded.rows)}")
+        runs = [r for r in runs if r.base_row in row or r.row in row]
+    options = BenchOptions(
+        uri=resolve_uri(tracking_uri), checkpoints=checkpoint_dir,
+        workdir=default_workdir(loaded), jobs=jobs, threads=threads,
+        launcher="slurm" if launcher == "slurm" else "local",
+        slurm={"partition": partition, "account": account, "gpus": gpus_per_job,
+               "time": time_limit, "cpus": cpus_per_job, "cluster": submitit_cluster})
+    if dry_run:
+        _bench_dry_run(loaded, runs, options, not no_timing, json_out)
+        return
+    try:
+        outcomes = run_bench(loaded, runs, options)
+    except Interrupted as stopped:
+        for line in summary_lines(stopped.outcomes):
+            typer.echo(line, err=True)
+        raise
+    for line in summary_lines(outcomes):
+        typer.echo(line)
+    if any(o.status in ("failed", "busy") for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _bench_dry_run(plan: Any, runs: list[Any], options: Any, timing: bool,
+                   json_out: bool) -> None:
+    """What ``suite bench --dry-run`` prints: nothing is written (a store that does not exist
+    yet is not created: every run is then new)."""
+    from suite.bench import Action, dry_run_json, dry_run_lines, estimate, plan_actions
+    from suite.progress import console
+
+    store = options.uri.removeprefix("sqlite:///")
+    if options.uri.startswith("sqlite:///") and not Path(store).is_file():
+        actions = [Action("new") for _ in runs]
+    else:
+        actions = plan_actions(runs, options)
+    with console.status("estimating costs") as status:
+        estimates = estimate(runs, timing, on_model=lambda text: status.update(
+            f"estimating costs: {text}"))
+    if json_out:
+        typer.echo(dry_run_json(runs, actions, estimates))
+    else:
+        for line in dry_run_lines(plan, runs, actions, estimates):
+            typer.echo(line)
+
+
+@app.command()
+@user_errors
 def report(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
     format_: Annotated[str, typer.Option("--format", help="md, latex, csv or html.")] = "md",
@@ -242,11 +366,24 @@ def report(
         help="Write report.<ext> and R-Sum vs GFLOPs plots (PNG) here; else print the table.")
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    plan: Annotated[str | None, typer.Option(
+        help="A benchmark plan's table instead (its rows in order, deltas against its "
+             "baseline, the published figures beside ours); --experiment is the plan's.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="With --plan: the runs of `suite bench --dataset D`.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="With --plan: the --set given to `suite bench`.")] = None,
 ) -> None:
     """Compare finished runs: one row per method and setting, mean ± std over seeds."""
     formats = ("md", "latex", "csv", "html")
     if format_ not in formats:
         raise UserError(f"unknown --format {format_!r}; valid: {', '.join(formats)}")
+    if plan is not None:
+        _plan_report(plan, dataset, set_ or [], format_, out, tracking_uri)
+        return
+    if dataset is not None or set_:
+        raise UserError("--dataset and --set go with --plan")
     from reports.errors import ReportError
     from reports.files import write_report
     from reports.runs import load_runs
@@ -263,6 +400,55 @@ def report(
             typer.echo(render(table, format_), nl=False)
         else:
             for path in write_report(table, format_, out):
+                typer.echo(str(path))
+    except ReportError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _plan_report(name: str, dataset: str | None, sets: list[str], fmt: str, out: Path | None,
+                 tracking_uri: str | None) -> None:
+    """``suite report --plan``: the plan's expected runs (digests, knob values, references)
+    resolved here, the table made from MLflow by reports.plan."""
+    from reports.errors import ReportError
+    from reports.plan import (
+        PlanRow,
+        PlanSpec,
+        load_plan_runs,
+        plan_table,
+        render_plan,
+        write_plan_report,
+    )
+    from suite import config as cfg
+    from suite.plans import expand, experiment_of, knob_value, load_plan
+    from suite.tracking import tracking_uri as resolve_uri
+
+    loaded = load_plan(name)
+    runs = expand(loaded, cfg.parse_sets(sets), dataset, check="none")
+    rows: dict[str, list[Any]] = {}
+    for run in runs:
+        rows.setdefault(run.row, []).append(run)
+    spec_rows = []
+    for label, group in rows.items():
+        first = group[0]
+        reference = loaded.row(first.base_row).reference
+        on_paper = reference is not None and dataset is None
+        spec_rows.append(PlanRow(
+            label, tuple(r.digest for r in group), first.config.dataset, first.config.backbone,
+            {k: knob_value(first, k) for k in loaded.knobs},
+            reference.figures() if on_paper and reference is not None else {},
+            reference.source if on_paper and reference is not None else ""))
+    spec = PlanSpec(loaded.name, loaded.description, experiment_of(loaded, dataset),
+                    loaded.kind, loaded.baseline, tuple(loaded.knobs), tuple(spec_rows))
+    if out is not None:
+        from suite.preflight import writable_folder
+
+        writable_folder(out, "--out")
+    try:
+        table = plan_table(spec, load_plan_runs(spec, resolve_uri(tracking_uri)))
+        if out is None:
+            typer.echo(render_plan(spec, table, fmt), nl=False)
+        else:
+            for path in write_plan_report(spec, table, fmt, out):
                 typer.echo(str(path))
     except ReportError as exc:
         raise UserError(str(exc)) from None

@@ -17,6 +17,7 @@ digest that tells a later invocation whether it would compute the same thing.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -285,18 +286,17 @@ def experiment_of(plan: Plan, dataset: str | None = None) -> str:
 
 
 def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | None = None,
-           check: bool = True) -> list[PlannedRun]:
+           check: Literal["full", "config", "none"] = "full") -> list[PlannedRun]:
     """Every run of the plan, row by row (grid points in order), seed by seed.
 
     ``overrides`` (``suite bench --set``) apply to every run, last. ``dataset`` runs every row on
     that card with its own defaults instead (its backbone, frames, training settings; the plan's
     dataset, backbone and preset are dropped; the rows' ``set``, their ``backbone_set`` for the
     card's backbone and their grids still apply): the way to run a paper plan on the embedded
-    default. ``check`` checks each distinct config as ``suite run`` would (method options,
-    schedule, backbone, files), so a bad plan stops before anything runs.
+    default. ``check="full"`` checks each distinct config as ``suite run`` would (method
+    options, schedule, backbone, and the data files, once per dataset and data settings), so a
+    bad plan stops before anything runs; ``"config"`` leaves the data files out (a dry run).
     """
-    from suite.engine import check as check_run
-
     overrides = dict(overrides or {})
     owned = sorted(set(overrides) & set(PLAN_OWNED))
     if owned:
@@ -308,6 +308,7 @@ def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | N
             raise UserError(f"unknown dataset {dataset!r}; valid: {', '.join(datasets())}")
     runs: list[PlannedRun] = []
     checked: set[str] = set()
+    files_checked: set[str] = set()
     for row in plan.rows:
         for point in grid_points(row):
             label = point_label(row, point)
@@ -317,15 +318,43 @@ def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | N
                                                   "experiment": experiment_of(plan, dataset)})
                 digest = seeded.digest(ignore=DIGEST_IGNORES)
                 key = config.digest(ignore=(*DIGEST_IGNORES, "train.seed"))
-                if check and key not in checked:
+                if check != "none" and key not in checked:
+                    data = json.dumps([seeded.dataset, seeded.data_root, seeded.select_on,
+                                       seeded.data_options, _trains(seeded)], sort_keys=True,
+                                      default=str)
                     try:
-                        check_run(seeded)
+                        check_config(seeded, check == "full" and data not in files_checked)
                     except UserError as exc:
                         raise UserError(f"plan {plan.name}, row {label!r}: {exc}") from None
                     checked.add(key)
+                    files_checked.add(data)
                 runs.append(PlannedRun(plan.name, label, row.label, seed, seeded, digest,
                                        explicit))
     return runs
+
+
+def _trains(config: RunConfig) -> bool:
+    """Whether a run reads its training split (the files a check probes depend on it)."""
+    from methods.registry import get
+
+    return bool(get(config.method).learning_rates) and config.train.epochs > 0
+
+
+def check_config(config: RunConfig, files: bool) -> None:
+    """``suite run``'s checks of ``config`` (suite.engine.check), with the data files' probe
+    only when ``files`` (it reads every video of a real dataset: once per dataset is enough)."""
+    from suite import engine
+
+    if files:
+        engine.check(config)
+        return
+    from methods.registry import padding_refusal
+    from suite.backbone import check_backbone_name
+
+    check_backbone_name(config.backbone)
+    engine.method_config(config)
+    if refusal := padding_refusal(config.method, config.data_options.get("policy")):
+        raise UserError(refusal)
 
 
 def _resolve(plan: Plan, row: Row, point: dict[str, Any], overrides: dict[str, Any],
@@ -344,6 +373,8 @@ def _resolve(plan: Plan, row: Row, point: dict[str, Any], overrides: dict[str, A
         explicit["backbone"] = backbone
     explicit.update(plan.defaults.settings)
     explicit.update(row.settings)
+    if str(explicit.get("pretrained", "")).lower() == "none":  # TOML has no null
+        explicit["pretrained"] = None
     try:
         config = base_for(row.method, chosen, preset)
         resolved_backbone = explicit.get("backbone", config.backbone)
