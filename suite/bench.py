@@ -86,6 +86,7 @@ def existing_runs(uri: str, experiment: str, plan: str) -> dict[str, list[Any]]:
 
     from suite import tracking
 
+    tracking._quiet()  # no migration chatter when the store is new
     with tracking.first_use(uri):
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
