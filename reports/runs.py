@@ -15,16 +15,17 @@ from mlflow.tracking import MlflowClient
 from reports.errors import ReportError
 
 #: Identity columns of the tidy frame; every other column is an MLflow metric by its own name.
-ID_COLUMNS = ["method", "dataset", "backbone", "selected_on", "seed", "run_id", "start_time"]
+ID_COLUMNS = ["method", "dataset", "backbone", "selected_on", "preset", "seed", "run_id",
+              "start_time"]
 #: Params that do not change what a run computes (or are the seed): runs that differ only in
 #: these are repeats of one setting. Every other param is part of the run's setting.
 NOT_SETTING = {"train.seed", "experiment", "device", "data_root", "train.num_workers",
-               "train.eval_batch_size"}
+               "train.eval_batch_size", "trust_torchscript"}
 #: Tag of the trials of a ``suite sweep``: hyper-parameter search, not repeats over seeds.
 SWEEP_TAG = "sweep"
 #: Identity column -> MLflow tag, and the param that says the same for runs without the tag.
 _TAGS = {"method": "method", "dataset": "dataset", "backbone": "backbone",
-         "selected_on": "select_on"}
+         "selected_on": "select_on", "preset": "preset"}
 
 
 def load_runs(experiment: str, uri: str, sweeps: bool = False) -> pd.DataFrame:

@@ -13,6 +13,8 @@ from reports.errors import ReportError
 
 RSUM = "R-Sum"
 GFLOPS = "GFLOPs (MACs)"
+SKIPPED = "skipped test videos"
+NO_PRESET = ("None", "-", "")
 Format = Callable[[float], str]
 
 
@@ -35,8 +37,11 @@ COLUMNS: list[tuple[str, str, Format, bool]] = [
     ("trainable params", "cost/params_trainable", "{:,.0f}".format, False),
     ("videos/s", "cost/videos_per_second", "{:.2f}".format, False),
     ("train peak MiB", "cost/training_peak_mib", "{:.0f}".format, False),
+    (SKIPPED, "data/test_skipped_videos", "{:.0f}".format, False),
 ]
-KEYS = ["dataset", "backbone", "method", "selected_on"]
+#: Columns shown only when some row has a figure other than 0 (or a preset).
+OPTIONAL = {SKIPPED}
+KEYS = ["dataset", "backbone", "method", "selected_on", "preset"]
 FORMATS = {"md": "md", "latex": "tex", "csv": "csv", "html": "html"}  # format -> extension
 TEST_MARK = "†"
 NOTES = [
@@ -59,6 +64,8 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     frame = runs.copy()
     if "params" not in frame:
         frame["params"] = "{}"
+    if "preset" not in frame:
+        frame["preset"] = "-"
     for _, metric, _, _ in COLUMNS:
         if metric not in frame:
             frame[metric] = math.nan
@@ -101,20 +108,26 @@ def render(table: pd.DataFrame, fmt: str) -> str:
         return table.to_csv(index=False)
     headers, rows = display_cells(table)
     notes = NOTES + ([TEST_NOTE] if (table["selected_on"] == "test").any() else [])
-    return {"md": _markdown, "latex": _latex, "html": _html}[fmt](headers, rows, notes)
+    if SKIPPED in headers:
+        notes.append(f"{SKIPPED}: videos left out by --on-bad-video skip; each of their "
+                     f"captions counts as a miss in the figures.")
+    return {"md": markdown, "latex": _latex, "html": _html}[fmt](headers, rows, notes)
 
 
 def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells: ``mean ± std``, ``-`` for a missing figure, † on methods
     selected on test."""
     setting = ["setting"] if "setting" in table else []
-    headers = ["dataset", "backbone", "method", *setting, "n"] + [label for label, *_ in COLUMNS]
+    if "preset" in table and not table["preset"].isin(NO_PRESET).all():
+        setting.append("preset")
+    shown = [c for c in COLUMNS if c[0] not in OPTIONAL or (table[c[0]].fillna(0) > 0).any()]
+    headers = ["dataset", "backbone", "method", *setting, "n"] + [label for label, *_ in shown]
     rows = []
     for _, row in table.iterrows():
         method = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
-        cells = [row["dataset"], row["backbone"], method, *(row[c] for c in setting),
+        cells = [row["dataset"], row["backbone"], method, *(str(row[c]) for c in setting),
                  str(row["n"])]
-        for label, _, number, always_std in COLUMNS:
+        for label, _, number, always_std in shown:
             mean, std = row[label], row[f"{label} std"]
             if pd.isna(mean):
                 cells.append("-")
@@ -127,11 +140,14 @@ def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def _markdown(headers: list[str], rows: list[list[str]], notes: list[str]) -> str:
+def markdown(headers: list[str], rows: list[list[str]], notes: list[str],
+             text_columns: int | None = None) -> str:
+    """The project's one Markdown table renderer: the first ``text_columns`` columns (default:
+    those before ``n``) left-aligned, numbers right-aligned, then the notes."""
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    text = headers.index("n")  # the columns before n hold text
+    text = text_columns if text_columns is not None else headers.index("n")
     align = ["---"] * text + ["---:"] * (len(headers) - text)
     body = [line(headers), "|" + "|".join(align) + "|", *(line(r) for r in rows)]
     return "\n".join(body + [""] + notes) + "\n"

@@ -374,6 +374,8 @@ def report(
         help="With --plan: the runs of `suite bench --dataset D`.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="With --plan: the --set given to `suite bench`.")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the table's rows as JSON (means and stds as numbers).")] = False,
 ) -> None:
     """Compare finished runs: one row per method and setting, mean ± std over seeds."""
     formats = ("md", "latex", "csv", "html")
@@ -396,7 +398,9 @@ def report(
         writable_folder(out, "--out")
     try:
         table = comparison_table(load_runs(experiment, resolve_uri(tracking_uri)))
-        if out is None:
+        if json_out:
+            typer.echo(table.to_json(orient="records", indent=2))
+        elif out is None:
             typer.echo(render(table, format_), nl=False)
         else:
             for path in write_report(table, format_, out):
@@ -460,6 +464,7 @@ def abandoned(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List only; mark nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Mark RUNNING runs whose process is gone (killed, machine lost) as FAILED with the tag
     abandoned=true; runs with a live owner are listed and left alone."""
@@ -468,20 +473,30 @@ def abandoned(
 
     uri = resolve_uri(tracking_uri)
     runs = running_runs(uri, experiment)
-    if not runs:
-        typer.echo(f"no RUNNING runs in experiment {experiment}")
+    found = []
     for run in runs:
-        head = f"run {run.run_id} ({run.name})"
+        owner = run.owner.describe() if run.owner is not None else None
         if run.owner is None:
-            typer.echo(f"{head}: RUNNING with no owner record; cannot tell, left as it is")
+            state, text = "unknown", "RUNNING with no owner record; cannot tell, left as it is"
         elif not run.abandoned:
-            typer.echo(f"{head}: RUNNING, owner alive ({run.owner.describe()})")
+            state, text = "alive", f"RUNNING, owner alive ({owner})"
         elif dry_run:
-            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()})")
+            state, text = "abandoned", f"abandoned, owner gone ({owner})"
         else:
             mark_abandoned(uri, run.run_id)
-            typer.echo(f"{head}: abandoned, owner gone ({run.owner.describe()}); marked FAILED "
-                       f"(suite run --resume {run.run_id} continues it from its checkpoint)")
+            state, text = "marked", (f"abandoned, owner gone ({owner}); marked FAILED (suite "
+                                     f"run --resume {run.run_id} continues it from its "
+                                     f"checkpoint)")
+        found.append({"run_id": run.run_id, "name": run.name, "owner": owner, "state": state,
+                      "line": f"run {run.run_id} ({run.name}): {text}"})
+    if json_out:
+        typer.echo(json.dumps([{k: v for k, v in f.items() if k != "line"} for f in found],
+                              indent=2))
+        return
+    if not runs:
+        typer.echo(f"no RUNNING runs in experiment {experiment}")
+    for item in found:
+        typer.echo(item["line"])
 
 
 @app.command()
@@ -492,9 +507,10 @@ def profile(
     frames: Annotated[int, typer.Option(min=1)] = 12,
     words: Annotated[int, typer.Option(min=2)] = 32,
     batch: Annotated[int | None, typer.Option(
-        min=1, help="Inference batch (default 32 on CUDA, 4 on CPU).")] = None,
+        "--batch-size", min=1, help="Inference batch (default 32 on CUDA, 4 on CPU).")] = None,
     train_batch: Annotated[int | None, typer.Option(
-        min=1, help="Batch of the timed training step (default: --batch).")] = None,
+        "--train-batch-size", min=1,
+        help="Batch of the timed training step (default: --batch-size).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     set_: Annotated[list[str] | None, typer.Option("--set", help="method.NAME=VALUE")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Profile every method.")] = False,
@@ -553,9 +569,12 @@ def _check_method_config(name: str, backbone: str, frames: int, options: dict) -
 @app.command("list")
 @user_errors
 def list_(what: Annotated[str, typer.Argument(
-        help="methods, datasets, backbones or presets")]) -> None:
+        help="methods, datasets, backbones or presets")],
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the registered methods, dataset cards, backbones or reference presets."""
-    if what == "presets":
+    if json_out:
+        typer.echo(json.dumps(listing(what), indent=2))
+    elif what == "presets":
         from suite.presets import PRESETS, describe
 
         for preset in PRESETS.values():
@@ -584,6 +603,33 @@ def list_(what: Annotated[str, typer.Argument(
             typer.echo(f"{name:24s} {tag}")
     else:
         raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets")
+
+
+def listing(what: str) -> list[dict[str, Any]]:
+    """What `suite list WHAT --json` prints."""
+    if what == "presets":
+        from suite.presets import PRESETS
+
+        return [{"name": p.name, "description": p.description, "source": p.source,
+                 "settings": {**p.settings, **p.video_settings}} for p in PRESETS.values()]
+    if what == "methods":
+        from methods.registry import all_methods
+
+        return [{"name": m.name, "description": m.description, "reference": m.reference}
+                for m in all_methods()]
+    if what == "datasets":
+        from suite.data.cards import available, load_card
+
+        return [{"name": n, "description": load_card(n).description} for n in available()]
+    if what == "backbones":
+        import open_clip
+
+        from suite.embedded import embedded_names, register_embedded_configs
+
+        register_embedded_configs()
+        return ([{"name": n, "pretrained": "synthetic"} for n in embedded_names()]
+                + [{"name": n, "pretrained": t} for n, t in open_clip.list_pretrained()])
+    raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets")
 
 
 @app.command()
@@ -640,6 +686,7 @@ def merges(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="key=value, as for `suite run` (with --method).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Draw which patches of which frames merged into the same token (one video)."""
     import tempfile
@@ -661,8 +708,13 @@ def merges(
             resolved = cfg.apply_overrides(cfg.base_for(method, dataset),
                                            cfg.parse_sets(set_ or []))
         result = visualise(resolved, weights, video, split, out)
-    typer.echo(f"{out}: {result.output_sequences} sequence(s), {result.output_tokens} tokens; "
-               f"patches merged into {result.patch_groups} tokens")
+    if json_out:
+        typer.echo(json.dumps({"out": str(out), "output_sequences": result.output_sequences,
+                               "output_tokens": result.output_tokens,
+                               "patch_groups": result.patch_groups}, indent=2))
+    else:
+        typer.echo(f"{out}: {result.output_sequences} sequence(s), {result.output_tokens} "
+                   f"tokens; patches merged into {result.patch_groups} tokens")
 
 
 def main() -> None:

@@ -37,13 +37,11 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
 
 def cost_markdown(rows: list[dict[str, Any]]) -> str:
     """The same table as Markdown (for a README or a report)."""
-    lines = [f"{_cost_title(rows[0])}; {COST_CAPTION}.", "",
-             "| " + " | ".join(title for title, _, _ in COST_COLUMNS) + " |",
-             "|" + "---|" * len(COST_COLUMNS)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(fmt, row[key]) for _, key, fmt in COST_COLUMNS)
-                     + " |")
-    return "\n".join(lines)
+    from reports.tables import markdown
+
+    headers = [title for title, _, _ in COST_COLUMNS]
+    cells = [[_cell(fmt, row[key]) for _, key, fmt in COST_COLUMNS] for row in rows]
+    return markdown(headers, cells, [f"{_cost_title(rows[0])}; {COST_CAPTION}."], 1)
 
 
 def _cell(fmt: str, value: Any) -> str:

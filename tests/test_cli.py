@@ -60,3 +60,18 @@ def test_list_methods_and_datasets():
     assert {"zeroshot", "full", "lora"} <= {line.split()[0] for line in methods.output.splitlines()}
     datasets = runner.invoke(app, ["list", "datasets"])
     assert "synthetic" in datasets.output
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "report", "profile", "prepare", "list",
+                                     "merges", "abandoned", "bench"])
+def test_every_command_that_prints_results_takes_json(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "--json" in result.output
+
+
+def test_the_same_flag_names_for_the_same_things():
+    helps = {c: runner.invoke(app, [c, "--help"], terminal_width=200).output
+             for c in ("run", "sweep", "profile")}
+    assert "--batch-size" in helps["run"] and "--batch-size" in helps["profile"]
+    assert "--seed" in helps["run"] and "--seed" in helps["sweep"]
+    assert "--batch " not in helps["profile"]

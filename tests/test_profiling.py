@@ -17,7 +17,7 @@ runner = CliRunner()
 
 def test_profile_json_reports_every_figure_for_tiny_tempme():
     result = runner.invoke(app, ["profile", "--method", "tempme", "--backbone", "tiny-clip",
-                                 "--batch", "2", "--device", "cpu", "--json"])
+                                 "--batch-size", "2", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)
     # 12 frames of 37 tokens merge down to one sequence (tempme.defaults for tiny-clip).
@@ -32,7 +32,7 @@ def test_profile_json_reports_every_figure_for_tiny_tempme():
 
 
 def test_profile_all_lists_every_method_and_merging_saves_work():
-    result = runner.invoke(app, ["profile", "--all", "--backbone", "tiny-clip", "--batch", "1",
+    result = runner.invoke(app, ["profile", "--all", "--backbone", "tiny-clip", "--batch-size", "1",
                                  "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads(result.stdout)}
@@ -85,8 +85,10 @@ def test_time_calls_warms_up_then_times_each_call():
 
 def test_profile_markdown_table_has_a_row_per_method():
     result = runner.invoke(app, ["profile", "--method", "lora", "--backbone", "tiny-clip",
-                                 "--batch", "1", "--device", "cpu", "--markdown"])
+                                 "--batch-size", "1", "--device", "cpu", "--markdown"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[2].startswith("| method | video GFLOPs |")
-    assert lines[4].startswith("| lora |") and len(lines) == 5
+    assert lines[0].startswith("| method | video GFLOPs |")
+    assert lines[1].startswith("|---|---:|")  # the project's one Markdown renderer
+    assert lines[2].startswith("| lora |") and lines[4].startswith("tiny-clip, 12 frames")
+    assert len(lines) == 5

@@ -95,8 +95,8 @@ def test_load_runs_keeps_finished_runs_outside_sweeps(store):
     runs = load_runs("tvr-suite", store)
     assert len(runs) == 4 and "full" not in set(runs["method"])
     assert len(load_runs("tvr-suite", store, sweeps=True)) == 5
-    assert list(runs.columns[:7]) == ["method", "dataset", "backbone", "selected_on", "seed",
-                                      "run_id", "start_time"]
+    assert list(runs.columns[:8]) == ["method", "dataset", "backbone", "selected_on", "preset",
+                                      "seed", "run_id", "start_time"]
     assert sorted(runs["seed"].tolist()) == [1, 1, 1, 2]
     assert runs["test/t2v_rsum"].max() == pytest.approx(120.0)
 
@@ -238,3 +238,23 @@ def test_runs_with_different_settings_are_not_averaged(tmp_path):
     md = render(table, "md")
     assert md.splitlines()[0].startswith("| dataset | backbone | method | setting | n |")
     assert "| synthetic | tiny-clip | tempme | train.lr=0.001 | 1 |" in md
+
+
+def test_preset_and_skipped_columns_appear_only_when_a_run_has_them():
+    from reports.tables import SKIPPED, comparison_table, render
+
+    def run(method, preset, skipped, seed):
+        return {"method": method, "dataset": "msrvtt", "backbone": "ViT-B-32",
+                "selected_on": "test" if preset != "None" else "val", "preset": preset,
+                "seed": seed, "run_id": f"{method}{seed}", "start_time": seed, "params": "{}",
+                "test/t2v_rsum": 100.0 + seed, "data/test_skipped_videos": skipped}
+
+    plain = pd.DataFrame([run("lora", "None", 0, 1), run("lora", "None", 0, 2)])
+    text = render(comparison_table(plain), "md")
+    assert "preset" not in text.splitlines()[0] and SKIPPED not in text
+    mixed = pd.DataFrame([run("lora", "None", 0, 1), run("tempme", "tempme-official", 3, 1)])
+    lines = render(comparison_table(mixed), "md").splitlines()
+    assert "| preset |" in lines[0] and f"| {SKIPPED} |" in lines[0]
+    tempme = next(line for line in lines if line.startswith("| msrvtt | ViT-B-32 | tempme†"))
+    assert "| tempme-official |" in tempme and tempme.rstrip().endswith("| 3 |")
+    assert any("counts as a miss" in line for line in lines)
