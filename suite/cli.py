@@ -382,7 +382,7 @@ def report(
     if format_ not in formats:
         raise UserError(f"unknown --format {format_!r}; valid: {', '.join(formats)}")
     if plan is not None:
-        _plan_report(plan, dataset, set_ or [], format_, out, tracking_uri)
+        _plan_report(plan, dataset, set_ or [], format_, out, tracking_uri, json_out)
         return
     if dataset is not None or set_:
         raise UserError("--dataset and --set go with --plan")
@@ -410,7 +410,7 @@ def report(
 
 
 def _plan_report(name: str, dataset: str | None, sets: list[str], fmt: str, out: Path | None,
-                 tracking_uri: str | None) -> None:
+                 tracking_uri: str | None, json_out: bool = False) -> None:
     """``suite report --plan``: the plan's expected runs (digests, knob values, references)
     resolved here, the table made from MLflow by reports.plan."""
     from reports.errors import ReportError
@@ -449,7 +449,9 @@ def _plan_report(name: str, dataset: str | None, sets: list[str], fmt: str, out:
         writable_folder(out, "--out")
     try:
         table = plan_table(spec, load_plan_runs(spec, resolve_uri(tracking_uri)))
-        if out is None:
+        if json_out:
+            typer.echo(table.to_json(orient="records", indent=2))
+        elif out is None:
             typer.echo(render_plan(spec, table, fmt), nl=False)
         else:
             for path in write_plan_report(spec, table, fmt, out):

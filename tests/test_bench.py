@@ -158,3 +158,28 @@ def test_the_submitit_launcher_runs_the_plan_through_its_local_executor(referenc
     done, count = figures(cwd)
     assert done == {"LoRA": expected["LoRA"]} and count == 1
     assert list((cwd / "bench" / "tiny" / "jobs").glob("*_result.pkl"))
+
+
+def test_the_plan_report_shows_the_finished_runs(reference, tmp_path):
+    from typer.testing import CliRunner
+
+    from suite.cli import app
+
+    cwd, done = reference
+    args = ["report", "--plan", str(cwd / "tiny.toml"), "--tracking-uri",
+            f"sqlite:///{cwd / 'mlflow.db'}"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "rsum_vs_gflops_synthetic_tiny-clip.png", "tiny.md"]
+    text = (tmp_path / "out" / "tiny.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| LoRA")
+             or line.startswith("| TempMe")]
+    assert [line.split(" | ")[0] for line in lines] == ["| LoRA", "| TempMe"]
+    for line, row in zip(lines, ("LoRA", "TempMe"), strict=True):
+        cells = line.split(" | ")
+        assert cells[1] == "1"  # n
+        assert cells[7] == f"{done[row]['test/t2v_rsum']:.1f}"  # R-Sum
+    tempme = lines[1].split(" | ")
+    delta = done["TempMe"]["test/t2v_rsum"] - done["LoRA"]["test/t2v_rsum"]
+    assert f"{delta:+.1f}" in tempme
