@@ -133,7 +133,7 @@ class PromptedTempMeEncoder(UnpaddedTempMeEncoder):
         prompts = self.prompts[layer].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
         x = torch.cat([x[:, :cls], prompts, x[:, cls:]], dim=1)
         if sizes is not None:
-            ones = sizes.new_ones(sizes.shape[0], p, *sizes.shape[2:])
+            ones = torch.ones_like(sizes[:, :1]).expand(-1, p, *sizes.shape[2:])
             sizes = torch.cat([sizes[:, :cls], ones, sizes[:, cls:]], dim=1)
         out, keys = self._attention(block, x, sizes)
         keep = lambda t: torch.cat([t[:, :cls], t[:, cls + p:]], dim=1)  # noqa: E731

@@ -358,10 +358,13 @@ def estimate(runs: list[PlannedRun], time_steps: bool = True,
                 tiny = config.backbone in embedded_names()
                 batch = config.train.batch_size if tiny or device.type == "cuda" else min(
                     config.train.batch_size, default_batch(device))
-                cost = measure_training_step(model, config.frames, loaded.image_size,
-                                             config.words, device, batch, repeats=1, warmup=1,
-                                             vocab=vocab)
-                seconds = cost.seconds_per_step * config.train.batch_size / batch
+                try:
+                    cost = measure_training_step(model, config.frames, loaded.image_size,
+                                                 config.words, device, batch, repeats=1,
+                                                 warmup=1, vocab=vocab)
+                    seconds = cost.seconds_per_step * config.train.batch_size / batch
+                except (RuntimeError, MemoryError):  # out of memory at this batch: untimed
+                    seconds, batch = None, None
             model.fold()
             model.to("cpu").eval()
             pixels, mask = dummy_video(1, config.frames, loaded.image_size, torch.device("cpu"))
@@ -413,22 +416,27 @@ def dry_run_lines(plan: Plan, runs: list[PlannedRun], actions: list[Action],
         cost = ""
         if e is not None:
             steps = "?" if e.steps is None else str(e.steps)
-            per = ("-" if e.seconds_per_step is None else f"{e.seconds_per_step:.3g} s/step"
-                   + ("" if e.measured_batch in (None, run.config.train.batch_size)
-                      else f" (measured at batch {e.measured_batch}, scaled)"))
-            cost = (f"  {e.video_gmacs:.3g} GMACs/video, {steps} steps x {per} = "
-                    f"{describe_duration(e.seconds) if e.steps != 0 else '0 s'}")
+            cost = f"  {e.video_gmacs:.3g} GMACs/video, {steps} training steps"
+            if e.seconds_per_step is not None:
+                scaled = ("" if e.measured_batch in (None, run.config.train.batch_size)
+                          else f" (measured at batch {e.measured_batch}, scaled)")
+                cost += (f" x {e.seconds_per_step:.3g} s{scaled} = "
+                         f"{describe_duration(e.seconds)}")
         todo = {"done": f"finished (run {action.run_id}), skipped",
                 "busy": f"under way ({action.detail}), skipped",
                 "resume": f"resume run {action.run_id}", "new": "start"}[action.kind]
         lines.append(f"  seed {run.seed}  digest {run.digest}  {todo}{cost}")
     pending = [r for r, a in zip(runs, actions, strict=True) if a.kind in ("new", "resume")]
-    if estimates:
-        unknown = sum(1 for r in pending if estimates[r.digest].steps is None)
+    timed = [r for r in pending if estimates.get(r.digest) is not None
+             and (estimates[r.digest].steps == 0 or estimates[r.digest].seconds is not None)]
+    if estimates and any(estimates[r.digest].seconds_per_step is not None for r in pending):
+        unknown = len(pending) - len(timed)
         lines.append(f"estimated training time of the {len(pending)} runs to do, one after "
-                     f"another: {describe_duration(total_for(pending, estimates))}"
-                     + (f" (+ {unknown} runs whose steps need --data-root)" if unknown else "")
-                     + "; evaluation not included")
+                     f"another: {describe_duration(total_for(timed, estimates))}"
+                     + (f" (+ {unknown} runs not estimated: their steps need --data-root)"
+                        if unknown else "") + "; evaluation not included")
+    elif estimates:
+        lines.append(f"{len(pending)} runs to do; training time not estimated (--no-timing)")
     return lines
 
 

@@ -138,7 +138,8 @@ class Row(Settings):
 class Plan(_Strict):
     """A parsed plan file."""
 
-    name: str = Field(min_length=1)
+    # Letters, digits, '.', '_', '-': the name goes into MLflow tags and search filters.
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = Field(min_length=1)
     experiment: str = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)

@@ -150,3 +150,21 @@ def test_reduction_only_never_mixes_frames(tiny_clip):
     torch.testing.assert_close(out.frame_embeddings[0, 1:], other.frame_embeddings[0, 1:],
                                atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(out.frame_embeddings, one_by_one, atol=1e-5, rtol=1e-5)
+
+
+def test_prompted_merging_is_counted_and_costs_more_than_plain_tempme():
+    """The dry run's cost figure: multiply-adds of TempMe on prompt tuning, merging included,
+    are counted (no uncounted operator) and exceed plain TempMe's by the prompts' attention."""
+    from suite.backbone import load_backbone
+    from suite.flops import count_macs
+
+    costs = {}
+    for base in ("lora", "prompt"):
+        spec = get("tempme")
+        clip = load_backbone("tiny-clip", None, "cpu", show_progress=False).model
+        model = spec.build(clip, spec.make_config("tiny-clip", 12, {"base": base}), 12,
+                           "tiny-clip").fold().eval()
+        frames, mask = torch.randn(1, 12, 3, 48, 48), torch.ones(1, 12, dtype=torch.bool)
+        with torch.no_grad():
+            costs[base] = count_macs(model.video_encoder, (frames, mask)).gmacs
+    assert costs["prompt"] > costs["lora"]
