@@ -7,6 +7,9 @@ import pytest
 def isolated_cache(tmp_path_factory, monkeypatch):
     """No test touches the user's cache of pre-trained tiny backbones."""
     monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    # mlflow.set_tracking_uri also sets this variable; it must not leak into later tests'
+    # subprocesses (they would log to an earlier test's store).
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 @pytest.fixture

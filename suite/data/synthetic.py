@@ -65,6 +65,7 @@ from typing import Annotated
 
 import numpy as np
 from pydantic import Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from suite.data.base import Clip, VideoTextSplit
 
@@ -140,9 +141,10 @@ _FAR_PAIRS = [(a, b) for a in _CELLS for b in _CELLS
               if max(abs(a[0] - b[0]), abs(a[1] - b[1])) == 2]
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True)
 class SyntheticConfig:
-    """Options of the synthetic dataset; the same config always gives the same data."""
+    """Options of the synthetic dataset; the same config always gives the same data. Every
+    field's type and range is checked on construction (a ValueError naming the field)."""
 
     seed: Annotated[int, Field(ge=0)] = 0
     num_train: Annotated[int, Field(ge=0)] = 2000
