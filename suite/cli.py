@@ -571,9 +571,10 @@ def _check_method_config(name: str, backbone: str, frames: int, options: dict) -
 @app.command("list")
 @user_errors
 def list_(what: Annotated[str, typer.Argument(
-        help="methods, datasets, backbones or presets")],
+        help="methods, datasets, backbones, presets or plans")],
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List the registered methods, dataset cards, backbones or reference presets."""
+    """List the registered methods, dataset cards, backbones, reference presets or benchmark
+    plans."""
     if json_out:
         typer.echo(json.dumps(listing(what), indent=2))
     elif what == "presets":
@@ -593,6 +594,9 @@ def list_(what: Annotated[str, typer.Argument(
         for name in available():
             card = load_card(name)
             typer.echo(f"{name:14s} {card.description}")
+    elif what == "plans":
+        for entry in listing("plans"):
+            typer.echo(f"{entry['name']:28s} {entry['description']} ({entry['runs']} runs)")
     elif what == "backbones":
         import open_clip
 
@@ -604,7 +608,8 @@ def list_(what: Annotated[str, typer.Argument(
         for name, tag in open_clip.list_pretrained():
             typer.echo(f"{name:24s} {tag}")
     else:
-        raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets")
+        raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets, "
+                    f"plans")
 
 
 def listing(what: str) -> list[dict[str, Any]]:
@@ -623,6 +628,13 @@ def listing(what: str) -> list[dict[str, Any]]:
         from suite.data.cards import available, load_card
 
         return [{"name": n, "description": load_card(n).description} for n in available()]
+    if what == "plans":
+        from suite.plans import available as plans
+        from suite.plans import expand, load_plan
+
+        loaded = [load_plan(name) for name in plans()]
+        return [{"name": p.name, "description": p.description, "experiment": p.experiment,
+                 "runs": len(expand(p, check="none"))} for p in loaded]
     if what == "backbones":
         import open_clip
 
@@ -631,7 +643,8 @@ def listing(what: str) -> list[dict[str, Any]]:
         register_embedded_configs()
         return ([{"name": n, "pretrained": "synthetic"} for n in embedded_names()]
                 + [{"name": n, "pretrained": t} for n, t in open_clip.list_pretrained()])
-    raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets")
+    raise UserError(f"cannot list {what!r}; valid: methods, datasets, backbones, presets, "
+                    f"plans")
 
 
 @app.command()

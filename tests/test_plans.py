@@ -251,3 +251,15 @@ def test_plan_table_renders_with_references_and_their_source(fmt):
         header = text.splitlines()[0]
         assert header.startswith("| row | rank | n | R@1 |") and "paper R-Sum" in header
         assert "videos/s" not in header  # the ablation style: the figures that move
+
+
+def test_list_plans_names_every_shipped_plan_with_its_run_count():
+    result = runner.invoke(app, ["list", "plans"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert sorted(lines) == available()
+    assert lines["synthetic-all"].endswith("(33 runs)")
+    listed = runner.invoke(app, ["list", "plans", "--json"])
+    import json
+
+    assert {p["name"]: p["runs"] for p in json.loads(listed.stdout)}["tempme-msrvtt-b32"] == 11
