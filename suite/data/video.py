@@ -20,10 +20,11 @@ Where a reference would fail (a stated rate below 0.5 fps for ``tempme``, below 
 ``clip4clip``, or none), every frame is a candidate. ``SAMPLING_VERSION`` names these rules in
 the frame cache key: change it whenever a policy's indices change.
 
-Decoding is sequential from the start of the stream, only the sampled frames are converted to
-RGB (and scaled in the same swscale call), decoding stops after the last sampled frame, and a
-long gap between two sampled frames is crossed by seeking to the keyframe before the next one
-when the stream's timestamps are regular enough to say which frame a seek landed on.
+Decoding (``suite.data.decoders``) follows a plan made from the packets' timestamps and keyframe
+flags: only the packets from the keyframe before each sampled frame up to that frame are decoded,
+every decoded run is checked, and the clip falls back to decoding every frame from the start
+when the plan cannot be trusted; both give the same frames. Only the sampled frames are
+converted to RGB (and scaled in the same swscale call).
 
 Frames come out with the short side resized to ``size`` (bicubic) and centre-cropped to
 ``size x size``, which is what ``suite.data.transforms.preprocess`` would do with the model's
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from suite.data.decoders import decode_planned, decode_sequential, index_stream, open_video
 from suite.errors import UserError
 
 POLICIES = ("tempme", "clip4clip")
@@ -139,118 +141,15 @@ def pad(clip: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
     return out, mask
 
 
-@dataclass(frozen=True)
-class StreamInfo:
-    """What the sampling needs to know about a video stream."""
-
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-
-
-def _open(path: str | Path):  # -> av.container.InputContainer
-    import av
-
-    container = av.open(str(path), metadata_errors="ignore")
-    if not container.streams.video:
-        container.close()
-        raise BadVideoError(f"video {path} has no video stream")
-    return container
-
-
-def _stream_info(path: str | Path) -> StreamInfo:
-    """Frame count, rate and size; counts packets when the container does not store a count."""
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
-        count = int(stream.frames or 0)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if count <= 0:  # e.g. WebM: demux (no decoding) and count the packets that carry data
-            count = sum(1 for packet in container.demux(stream) if packet.size)
-    return StreamInfo(count, fps, width, height)
-
-
-def _convert(frame, size: int | None) -> np.ndarray:  # frame: av.VideoFrame
-    """RGB uint8 (H, W, 3); with ``size``: short side to ``size`` (bicubic), centre crop."""
-    if size is None:
-        return frame.to_ndarray(format="rgb24")
-    w, h = frame.width, frame.height
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) == (w, h):
-        rgb = frame.to_ndarray(format="rgb24")
-    else:
-        rgb = frame.reformat(width=nw, height=nh, format="rgb24",
-                             interpolation="BICUBIC").to_ndarray()
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(rgb[top:top + size, left:left + size])
-
-
-class _SeekFailed(Exception):
-    """A seek landed somewhere the timestamps cannot place; decode sequentially instead."""
-
-
-def _decode(path: str | Path, targets: list[int], fps: float, size: int | None,
-            seek: bool) -> tuple[dict[int, np.ndarray], int]:
-    """Decode frames ``targets`` (ascending, unique). Returns them and the frames decoded."""
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1  # parallelism comes from DataLoader workers
-        time_base = float(stream.time_base) if stream.time_base else 0.0
-        regular = seek and fps > 0 and time_base > 0  # timestamps say which frame is which
-        out: dict[int, np.ndarray] = {}
-        pos, index, decoded = 0, -1, 0
-        pts0: int | None = None
-        keyframes: list[int] = []
-        after_seek = False
-        last_seek = -1
-        frames = container.decode(stream)
-        while pos < len(targets):
-            frame = next(frames, None)
-            if frame is None:
-                break
-            decoded += 1
-            if pts0 is None:
-                pts0 = frame.pts
-                regular = regular and pts0 is not None
-            by_time = (round((frame.pts - pts0) * time_base * fps)
-                       if regular and frame.pts is not None else None)
-            if after_seek:
-                if by_time is None or by_time > targets[pos] or by_time < 0:
-                    raise _SeekFailed
-                index, after_seek = by_time, False
-            else:
-                index += 1
-                if by_time != index:
-                    regular = False  # irregular timestamps: never seek in this stream
-            if frame.key_frame and (not keyframes or index > keyframes[-1]):
-                keyframes.append(index)
-            if targets[pos] == index:
-                out[index] = _convert(frame, size)
-                pos += 1
-            if (regular and pos < len(targets) and len(keyframes) >= 2
-                    and targets[pos] > last_seek
-                    and targets[pos] - index > 2 * (keyframes[-1] - keyframes[-2])):
-                # Keyframes come often enough that one likely lies between here and the next
-                # target: jump to the last keyframe before it (once per target).
-                assert pts0 is not None
-                last_seek = targets[pos]
-                container.seek(pts0 + int(targets[pos] / fps / time_base), stream=stream,
-                               backward=True, any_frame=False)
-                frames = container.decode(stream)
-                after_seek = True
-    return out, decoded
-
-
 def read_clip(path: str | Path, frames: int, policy: str = "tempme", size: int | None = 224,
               seek: bool = True, end_second: int | None = None) -> np.ndarray:
     """The sampled real frames of the video at ``path``: uint8 (n, S, S, 3), n <= ``frames``.
 
     ``n == frames`` except under the ``clip4clip`` policy for clips with ``frames`` candidates
     or fewer; ``pad`` makes the model input. ``end_second``: the clip4clip loader's window (see
-    ``candidate_frames``). Any decoding failure raises ``BadVideoError``.
+    ``candidate_frames``). ``seek=False`` decodes every frame up to the last sampled one (the
+    reference the decoding plan is tested against). Any decoding failure raises
+    ``BadVideoError``.
     """
     import av
 
@@ -258,22 +157,24 @@ def read_clip(path: str | Path, frames: int, policy: str = "tempme", size: int |
     if end_second is not None and policy != "clip4clip":
         raise ValueError("only the clip4clip policy reads a window of a clip")
     try:
-        info = _stream_info(path)
-        if info.num_frames <= 0:
+        index = index_stream(path)
+        num_frames = index.info.num_frames
+        if num_frames <= 0:
             raise BadVideoError(f"video {path} has no frames")
         for attempt in range(2):
-            sampling = sample_frames(info.num_frames, info.fps, frames, policy, end_second)
+            sampling = sample_frames(num_frames, index.info.fps, frames, policy, end_second)
             targets = sorted(set(int(i) for i in sampling.indices))
-            try:
-                got, decoded = _decode(path, targets, info.fps, size, seek)
-            except _SeekFailed:
-                got, decoded = _decode(path, targets, info.fps, size, seek=False)
+            planned = decode_planned(path, index, targets, size) if seek else None
+            if planned is not None:
+                got, decoded = planned
+            else:
+                got, decoded = decode_sequential(path, targets, size)
             if len(got) == len(targets):
                 return np.stack([got[int(i)] for i in sampling.indices])
             # The container over-stated its frame count: sample again from what is there.
             if decoded == 0 or attempt == 1:
                 break
-            info = StreamInfo(decoded, info.fps, info.width, info.height)
+            num_frames = decoded
         raise BadVideoError(f"video {path} ended before its frames could be read")
     except BadVideoError:
         raise
@@ -286,7 +187,7 @@ def probe(path: str | Path) -> str | None:
     import av
 
     try:
-        with _open(path) as container:
+        with open_video(path) as container:
             frame = next(container.decode(container.streams.video[0]), None)
             if frame is None:
                 return "no frame decodes"
