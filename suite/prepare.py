@@ -215,10 +215,12 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
     if cache:
         window = window_rule(card, opts.policy)
         frame_cache = FrameCache(frames_dir(root_dir, card.name, videos, frames, opts.policy, size,
-                                            window), frames, size)
+                                            window, opts.cache_format), frames, size,
+                                 opts.cache_format)
         frame_cache.directory.mkdir(parents=True, exist_ok=True)
         frame_cache.write_manifest({"dataset": card.name, "videos": str(videos), "frames": frames,
-                                    "policy": opts.policy, "size": size, "window": window})
+                                    "policy": opts.policy, "size": size, "window": window,
+                                    "format": opts.cache_format})
     status: dict[str, ScanEntry] = {}
     todo: list[tuple[str, str]] = []
     for video in ids:

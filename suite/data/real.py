@@ -49,6 +49,7 @@ import numpy as np
 from suite.data.base import Clip, VideoTextSplit
 from suite.data.cards import DatasetCard
 from suite.data.frame_cache import (
+    CACHE_FORMATS,
     FrameCache,
     cache_root,
     file_stamp,
@@ -77,7 +78,8 @@ SPLIT_PARTS: dict[str, dict[str, str | None]] = {
 }
 
 # Options every real dataset takes (``--set data.NAME=VALUE``), with their checks.
-COMMON_OPTIONS = ("videos", "policy", "size", "augment", "cache", "cache_dir", "val_fraction")
+COMMON_OPTIONS = ("videos", "policy", "size", "augment", "cache", "cache_dir", "cache_format",
+                  "val_fraction")
 EXTRA_OPTIONS = {"msrvtt": ("train_split",)}
 MSRVTT_TRAIN_SPLITS = {"9k": "train", "7k": "train_7k"}
 
@@ -374,6 +376,7 @@ class DataOptions:
     augment: bool = False
     cache: bool = True
     cache_dir: str = ""
+    cache_format: str = "npy"  # suite.data.frame_cache.CACHE_FORMATS
     val_fraction: float = 0.05
     train_split: str = "9k"
 
@@ -404,6 +407,9 @@ def resolve_options(card: DatasetCard, overrides: dict[str, Any]) -> DataOptions
             raise UserError(f"data.{name} must be true or false, got {getattr(opts, name)!r}")
     if not isinstance(opts.videos, str) or not isinstance(opts.cache_dir, str):
         raise UserError("data.videos and data.cache_dir must be paths")
+    if opts.cache_format not in CACHE_FORMATS:
+        raise UserError(f"unknown data.cache_format {opts.cache_format!r}; "
+                        f"valid: {', '.join(CACHE_FORMATS)}")
     return opts
 
 
@@ -689,8 +695,9 @@ def load_real_split(card: DatasetCard, split: str, config: RunConfig) -> RealSpl
     cache = None
     if opts.cache:
         folder = frames_dir(files.cache_base, card.name, files.videos, config.frames, opts.policy,
-                            size, window_rule(card, opts.policy))
-        cache = FrameCache(folder, config.frames, size) if folder.is_dir() else None
+                            size, window_rule(card, opts.policy), opts.cache_format)
+        cache = (FrameCache(folder, config.frames, size, opts.cache_format) if folder.is_dir()
+                 else None)
     augment = None
     if opts.augment and split == "train":
         from suite.data.augment import VideoRandAugment
