@@ -429,8 +429,10 @@ def knob_value(run: PlannedRun, knob: str) -> str:
         return _show(flat[knob])
     section, _, name = knob.partition(".")
     if section == "method":
+        from suite.backbone import check_backbone_name
         from suite.engine import method_config
 
+        check_backbone_name(run.config.backbone)  # registers the embedded configs methods read
         resolved = method_config(run.config)
         value = getattr(resolved, name, "-")
         if value is None:
