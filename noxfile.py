@@ -32,8 +32,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (not run in CI): tempme against folded lora throughput, then video decoding
-    against the frame cache; each writes its table to benchmarks/results/."""
-    session.install("-e", ".[dev]")
+    (PyAV before and with the decoding plan, torchcodec and decord2, the frame cache formats);
+    each writes its table to benchmarks/results/."""
+    session.install("-e", ".[dev,decoders]")
     session.run("python", "benchmarks/throughput.py", *session.posargs)
     session.run("python", "benchmarks/decode.py", "--out", "benchmarks/results/decode.md")
 

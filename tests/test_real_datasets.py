@@ -278,7 +278,8 @@ def test_msrvtt_7k_split_clip4clip_policy_and_option_errors(fixtures):
     assert frame_indices(load_split(card, "test", config(fx, "msrvtt")).load(0).frames) == [
         0, 8, 16, 24]
     with pytest.raises(UserError, match="no option nope; valid: augment, cache, cache_dir, "
-                                        "policy, size, train_split, val_fraction, videos"):
+                                        "cache_format, policy, size, train_split, "
+                                        "val_fraction, videos"):
         load_split(card, "test", config(fx, "msrvtt", nope=1))
     with pytest.raises(UserError, match="train_split '8k'; valid: 9k, 7k"):
         load_split(card, "test", config(fx, "msrvtt", train_split="8k"))
