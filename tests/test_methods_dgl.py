@@ -186,4 +186,10 @@ def test_a_tiny_run_end_to_end(store):
                                       "--tracking-uri", store, "--json"])
     assert result.exit_code == 0, result.output
     summary = json_summary(result.stdout)
-    assert 0 <= summary["test"]["t2v_R1"] <= 100 and summary["best_epoch"] == 0
+    assert summary["best_epoch"] == 0
+    from mlflow.tracking import MlflowClient
+
+    metrics = MlflowClient(store).get_run(summary["run_id"]).data.metrics
+    # What trains is the official configuration's prompt machinery, and it did train.
+    assert metrics["cost/params_trainable"] > 0 and metrics["train/loss"] > 0
+    assert metrics["test/t2v_rsum"] == pytest.approx(summary["test"]["t2v_rsum"])

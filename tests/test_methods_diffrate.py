@@ -258,4 +258,4 @@ def test_a_tiny_run_searches_then_trains(store):
     metrics = MlflowClient(store).get_run(summary["run_id"]).data.metrics
     assert metrics["search/target_gflops"] == pytest.approx(0.0747)
     assert metrics["search/video_gflops"] == pytest.approx(metrics["cost/video_gmacs"])
-    assert "search/loss" in metrics and 0 <= summary["test"]["t2v_R1"] <= 100
+    assert "search/loss" in metrics and summary["best_epoch"] == 0
