@@ -17,6 +17,12 @@ check. Then, or when timestamps are missing or repeat, the clip is decoded with
 which is the reference the plan is tested against (``tests/test_decoders.py``).
 
 Frames from both paths go through the same conversion (``convert``), so they are identical.
+
+Other decoders. torchcodec and decord2 were measured against this (``benchmarks/decode.py``,
+``benchmarks/results/decode.md``): they read the same frame indices and, at the video's own size,
+give PyAV's pixels exactly, but they hand out RGB, so they cannot give the frames the suite
+scales in the same swscale call as the colour conversion (up to 82 levels apart at 224 px), and
+each spent more CPU per video than PyAV with the plan. They are not used here.
 """
 
 from __future__ import annotations
@@ -196,6 +202,8 @@ def decode_sequential(path: str | Path, targets: list[int],
     start of the stream; stops after the last one. Returns them and the frames decoded."""
     out: dict[int, np.ndarray] = {}
     decoded = 0
+    if not targets:
+        return out, decoded
     with open_video(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
