@@ -518,10 +518,15 @@ def profile(
     all_: Annotated[bool, typer.Option("--all", help="Profile every method.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    counts_only: Annotated[bool, typer.Option(
+        "--counts-only", help="Multiply-adds, tokens and parameters only: no timed runs.")] = False,
+    precision: Annotated[str, typer.Option(
+        help="Inference precision: auto (fp32 on CPU, fp16 on CUDA), fp32, bf16, fp16.")] = "auto",
 ) -> None:
-    """GFLOPs (multiply-adds), tokens, parameters, memory and throughput; random weights."""
+    """GFLOPs (multiply-adds), tokens, parameters, memory, throughput and its share of this
+    machine's measured matmul peak; random weights."""
     from suite.config import parse_sets
-    from suite.device import resolve_device
+    from suite.device import resolve_device, resolve_precision
     from suite.profiling import default_batch, profile_method
 
     if method is None and not all_:
@@ -537,13 +542,15 @@ def profile(
 
     names = discover() if all_ or method is None else [method]
     torch_device = resolve_device(device)
+    resolve_precision(precision, torch_device)  # a bad one is a user error before any work
     batch = batch or default_batch(torch_device)
     rows = []
     for name in names:
         _check_method_config(name, backbone, frames, options if not all_ else {})
     for name in names:
         rows.append(profile_method(name, backbone, frames, words, torch_device, batch,
-                                   train_batch or batch, options if not all_ else {}))
+                                   train_batch or batch, options if not all_ else {},
+                                   counts_only=counts_only, precision=precision))
     if json_out:
         typer.echo(json.dumps(rows if all_ else rows[0], indent=2))
     elif markdown:

@@ -14,14 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite import checkpoint, distributed, optim, ownership, tracking
+from suite import checkpoint, cpu, distributed, optim, ownership, tracking
 from suite.backbone import Backbone, check_backbone_name, load_backbone
 from suite.config import RunConfig
 from suite.data.cards import DatasetCard, load_card
 from suite.data.loading import ImageSpec, make_collate, to_pixels, training_loader
 from suite.data.registry import load_split
 from suite.data.skipped import log_skipped_videos
-from suite.device import autocast, grad_scaler, resolve_device, resolve_precision
+from suite.device import (
+    autocast,
+    cast_weights_once,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+)
 from suite.embedded import text_context
 from suite.errors import UserError
 from suite.evaluation import evaluate
@@ -108,10 +114,14 @@ class Trainer:
         self.on_epoch: Callable[[int, dict[str, float]], None] | None = None
 
     def evaluate(self, split: Any, dual_softmax: bool = False) -> dict[str, float]:
+        """Metrics on ``split`` in the evaluation precision (``train.precision=auto``: bf16 on
+        a CPU measured to run it much faster, suite.device), frozen weights cast once."""
         t = self.config.train
-        return evaluate(self.model, split, self.tokenize, self.image, self.device,
-                        t.eval_batch_size, t.num_workers, self.show_progress, t.precision,
-                        dual_softmax, self.processes)
+        precision = resolve_precision(t.precision, self.device, "eval")
+        with cast_weights_once(self.model, precision):
+            return evaluate(self.model, split, self.tokenize, self.image, self.device,
+                            t.eval_batch_size, t.num_workers, self.show_progress, precision,
+                            dual_softmax, self.processes)
 
     def loss(self, ids: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over the global batch (every process's pairs), in fp32."""
@@ -359,6 +369,7 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     ``on_epoch(epoch, selection metrics)`` is called after each epoch (``Trainer.on_epoch``).
     """
     check(config)
+    cpu.configure_process()  # before torch's thread pool starts (denormals, allocator)
     card = load_card(config.dataset)
     processes = distributed.from_environment()
     if processes.main:  # the places this run writes to, before any work
@@ -372,9 +383,10 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     try:
         job = prepare(config, card, device, show_progress, processes)
         job.trainer.on_epoch = on_epoch
-        if not processes.main:  # trains and evaluates its share; rank 0 logs and checkpoints
-            return _train_and_test(job, "", None, resume)
-        return _tracked_run(job, uri, tags, checkpoints, resume)
+        with cpu.kernels(device):  # this machine's fastest fp32 GEMM library (suite.cpu)
+            if not processes.main:  # trains and evaluates its share; rank 0 logs, checkpoints
+                return _train_and_test(job, "", None, resume)
+            return _tracked_run(job, uri, tags, checkpoints, resume)
     finally:
         distributed.stop()
 
@@ -389,6 +401,8 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
                 "device": str(device), "selected_on": config.select_on,
                 "preset": str(config.preset), "select_metric": config.train.select_metric,
                 "precision": resolve_precision(config.train.precision, device),
+                "eval_precision": resolve_precision(config.train.precision, device, "eval"),
+                **cpu.settings(device),
                 "processes": str(job.processes.world), **environment_tags(), **(tags or {})}
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])

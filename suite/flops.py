@@ -89,6 +89,7 @@ EXTRA_HANDLES = {
     "aten::_native_multi_head_attention": native_mha_macs,
     "aten::scatter_reduce": scatter_macs,
     "aten::scatter_add": scatter_macs,
+    "aten::scatter_add_": scatter_macs,
     "aten::index_add": scatter_macs,
 }
 
@@ -108,11 +109,13 @@ class MacCount:
 def count_macs(module: nn.Module, inputs: tuple[Any, ...]) -> MacCount:
     """Multiply-adds of ``module(*inputs)`` in eval mode; raises on uncounted real work."""
     from fvcore.nn import FlopCountAnalysis
+    from torch.utils._python_dispatch import _disable_current_modes
 
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        # traced without kernel routing (suite.cpu): fvcore counts the operators torch records
+        with torch.no_grad(), warnings.catch_warnings(), _disable_current_modes():
             warnings.simplefilter("ignore", FutureWarning)  # fvcore's use of torch.jit
             analysis = FlopCountAnalysis(module, inputs)
             analysis.set_op_handle(**EXTRA_HANDLES)

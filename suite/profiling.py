@@ -6,7 +6,13 @@
 - trainable and total parameters;
 - inference throughput: videos per second of the video encoder in eval mode on inputs already on
   the device, after warm-up, median (and quartiles) over at least 10 timed batches;
+- the FLOP/s that throughput achieves (2 x video multiply-adds x videos/s) and its share of this
+  machine's measured matmul peak in the same precision (suite.peak), so that figures from
+  different machines compare;
 - training seconds per step and peak memory (CUDA allocated on GPU, process resident on CPU).
+
+Timed work runs with the suite's CPU kernel settings (suite.cpu: the fp32 GEMM library, flushed
+denormals, reused memory), as runs do; counting runs without them.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.device import autocast, synchronize
+from suite import cpu
+from suite.device import autocast, cast_weights_once, resolve_precision, synchronize
 from suite.flops import count_macs
 
 
@@ -52,7 +59,9 @@ class PeakMemory:
         if self.device.type == "cuda":
             synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        elif not _reset_high_water_mark():
+            return self
+        cpu.release_free_memory()  # memory kept for reuse (suite.cpu) is not this block's
+        if not _reset_high_water_mark():
             self._sample_once()  # a block shorter than one interval still gets a figure
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -147,7 +156,12 @@ class _TextTower(nn.Module):
 
 
 def output_tokens(encoder: Any, frames: int, image_size: int) -> int:
-    """Tokens leaving the last visual block for one video, summed over its sequences."""
+    """Tokens leaving the last visual block for one video, summed over its sequences: the
+    analytic token table where the encoder has one (TempMe's, tested equal to its trace),
+    else counted in a forward."""
+    if hasattr(encoder, "token_table"):
+        last = encoder.token_table()[-1]
+        return last.sequences * last.after_intra
     pixels, mask = dummy_video(1, frames, image_size, torch.device("cpu"))
     pixels = pixels.to(next(encoder.parameters()).device)
     mask = mask.to(pixels.device)
@@ -166,6 +180,31 @@ def output_tokens(encoder: Any, frames: int, image_size: int) -> int:
 
 
 @dataclass(frozen=True)
+class Counts:
+    """What a model costs without timing it: multiply-adds, tokens and parameters."""
+
+    video_gmacs: float
+    text_gmacs: float
+    output_tokens: int
+    params_total: int
+
+
+def count_costs(model: Any, frames: int, image_size: int, words: int,
+                vocab: int = 49408) -> Counts:
+    """Multiply-adds (video per video, text per caption), output tokens and parameters of a
+    folded model, counted on the CPU (seconds: one traced forward per tower)."""
+    model.eval()
+    device = next(model.parameters()).device
+    model.to("cpu")
+    cpu_pixels, cpu_mask = dummy_video(1, frames, image_size, torch.device("cpu"))
+    video = count_macs(model.video_encoder, (cpu_pixels, cpu_mask))
+    text = count_macs(_TextTower(model), (dummy_text(1, words, vocab, torch.device("cpu")),))
+    tokens = output_tokens(model.video_encoder, frames, image_size)
+    model.to(device)
+    return Counts(video.gmacs, text.gmacs, tokens, sum(p.numel() for p in model.parameters()))
+
+
+@dataclass(frozen=True)
 class InferenceCost:
     video_gmacs: float
     text_gmacs: float
@@ -175,6 +214,10 @@ class InferenceCost:
     videos_per_second_q1: float
     videos_per_second_q3: float
     inference_peak_mib: float
+    # 2 x video multiply-adds x videos/s, and its share of the machine's measured peak
+    gflop_per_second: float = float("nan")
+    peak_gflop_per_second: float = float("nan")
+    peak_share: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -184,63 +227,87 @@ class TrainingCost:
     training_peak_mib: float
 
 
-def measure_inference(model: Any, frames: int, image_size: int, words: int,
-                      device: torch.device, batch: int, repeats: int = 10, warmup: int = 2,
-                      vocab: int = 49408) -> InferenceCost:
-    """Cost of a folded model at inference (call after ``model.fold()``)."""
-    model.eval()
-    cpu_pixels, cpu_mask = dummy_video(1, frames, image_size, torch.device("cpu"))
-    encoder = model.video_encoder
-    on_cpu = encoder.to("cpu") if device.type != "cpu" else encoder
-    video = count_macs(on_cpu, (cpu_pixels, cpu_mask))
-    text = count_macs(_TextTower(model.to("cpu") if device.type != "cpu" else model),
-                      (dummy_text(1, words, vocab, torch.device("cpu")),))
-    model.to(device)
-    tokens = output_tokens(model.video_encoder, frames, image_size)
-    pixels, mask = dummy_video(batch, frames, image_size, device)
+def achieved(gmacs: float, videos_per_second: float, device: torch.device, precision: str
+             ) -> tuple[float, float, float]:
+    """(GFLOP/s achieved, the machine's peak GFLOP/s in ``precision``, share of that peak)."""
+    from suite.peak import machine_peaks
 
+    flops = 2 * gmacs * videos_per_second
+    peak = machine_peaks(device).of(precision) / 1e9
+    return flops, peak, flops / peak
+
+
+def video_step(model: Any, pixels: torch.Tensor, mask: torch.Tensor, device: torch.device,
+               precision: str) -> Any:
+    """One inference call of the video tower in ``precision`` (the timed unit)."""
     def step() -> None:
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, precision):
             model.encode_video(pixels, mask)
 
-    with PeakMemory(device) as memory:
+    return step
+
+
+def measure_inference(model: Any, frames: int, image_size: int, words: int,
+                      device: torch.device, batch: int, repeats: int = 10, warmup: int = 2,
+                      vocab: int = 49408, precision: str = "auto") -> InferenceCost:
+    """Cost of a folded model at inference (call after ``model.fold()``), timed in
+    ``precision`` (``auto``: the protocol's, fp32 on the CPU and fp16 on CUDA) with frozen
+    weights cast once (suite.device.cast_weights_once)."""
+    counts = count_costs(model, frames, image_size, words, vocab)
+    model.to(device)
+    pixels, mask = dummy_video(batch, frames, image_size, device)
+    resolved = resolve_precision(precision, device)
+    step = video_step(model, pixels, mask, device, resolved)
+    # one autocast block around every call: each frozen weight is cast once, then cached
+    with cast_weights_once(model, resolved), autocast(device, resolved), \
+            cpu.kernels(device), PeakMemory(device) as memory:
         seconds = time_calls(step, device, warmup, repeats)
     timing = Timing.of([batch / s for s in seconds])
+    flops, peak, share = achieved(counts.video_gmacs, timing.median, device, resolved)
     return InferenceCost(
-        video_gmacs=video.gmacs, text_gmacs=text.gmacs, output_tokens=tokens,
-        params_total=sum(p.numel() for p in model.parameters()),
+        video_gmacs=counts.video_gmacs, text_gmacs=counts.text_gmacs,
+        output_tokens=counts.output_tokens, params_total=counts.params_total,
         videos_per_second=timing.median, videos_per_second_q1=timing.q1,
-        videos_per_second_q3=timing.q3, inference_peak_mib=memory.peak_mib)
+        videos_per_second_q3=timing.q3, inference_peak_mib=memory.peak_mib,
+        gflop_per_second=flops, peak_gflop_per_second=peak, peak_share=share)
 
 
 def measure_training_step(model: Any, frames: int, image_size: int, words: int,
                           device: torch.device, batch: int, repeats: int = 3, warmup: int = 1,
-                          vocab: int = 49408) -> TrainingCost:
+                          vocab: int = 49408, precision: str = "auto") -> TrainingCost:
     """Seconds and peak memory of forward + backward of the InfoNCE loss (no optimiser step:
-    the weights stay as they are)."""
-    from suite.loss import symmetric_infonce
-
+    the weights stay as they are), in the training ``precision``."""
     model.train()
-    pixels, mask = dummy_video(batch, frames, image_size, device)
-    ids = dummy_text(batch, words, vocab, device)
     params = model.trainable_parameters()
     if not params:  # nothing trains (zero-shot): no training cost to measure
         return TrainingCost(params_trainable=0, seconds_per_step=float("nan"),
                             training_peak_mib=float("nan"))
+    step = training_step(model, frames, image_size, words, device, batch, vocab, precision)
+    with cpu.kernels(device), PeakMemory(device) as memory:
+        seconds = time_calls(step, device, warmup, repeats)
+    return TrainingCost(params_trainable=sum(p.numel() for p in params),
+                        seconds_per_step=statistics.median(seconds),
+                        training_peak_mib=memory.peak_mib)
+
+
+def training_step(model: Any, frames: int, image_size: int, words: int, device: torch.device,
+                  batch: int, vocab: int = 49408, precision: str = "auto") -> Any:
+    """One forward + backward of the InfoNCE loss on dummy inputs (the timed unit)."""
+    from suite.loss import symmetric_infonce
+
+    pixels, mask = dummy_video(batch, frames, image_size, device)
+    ids = dummy_text(batch, words, vocab, device)
+    params = model.trainable_parameters()
 
     def step() -> None:
-        with autocast(device):
+        with autocast(device, precision):
             loss = symmetric_infonce(model.encode_text(ids), model.encode_video(pixels, mask),
                                      model.logit_scale)
         loss.backward()
         for p in params:
             p.grad = None
 
-    with PeakMemory(device) as memory:
-        seconds = time_calls(step, device, warmup, repeats)
-    return TrainingCost(params_trainable=sum(p.numel() for p in params),
-                        seconds_per_step=statistics.median(seconds),
-                        training_peak_mib=memory.peak_mib)
+    return step
 
 
 def as_metrics(*costs: Any) -> dict[str, float]:
@@ -252,9 +319,23 @@ def as_metrics(*costs: Any) -> dict[str, float]:
 
 
 def environment(device: torch.device) -> dict[str, str]:
-    """What every cost figure is recorded with: device, torch version, threads."""
+    """What every cost figure is recorded with: device, torch version, threads, the CPU kernel
+    settings (suite.cpu) and, on the CPU, the processor and its vector extensions."""
+    from suite.peak import cpu_identity
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"device": name, "torch": torch.__version__, "threads": str(torch.get_num_threads())}
+    out = {"device": name, "torch": torch.__version__, "threads": str(torch.get_num_threads()),
+           **cpu.settings(device)}
+    if device.type == "cpu":
+        ident = cpu_identity()
+        out["cpu"] = ident["model"]
+        out["cpu_flags"] = " ".join(f for f in ident["flags"].split() if f in NOTED_FLAGS)
+    return out
+
+
+# The CPU flags a cost figure notes: the vector and matrix extensions matmuls run on.
+NOTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
+               "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "sve2")
 
 
 def default_batch(device: torch.device) -> int:
@@ -262,10 +343,10 @@ def default_batch(device: torch.device) -> int:
     return 32 if device.type == "cuda" else 4
 
 
-def profile_method(method: str, backbone: str, frames: int, words: int, device: torch.device,
-                   batch: int, train_batch: int, options: dict[str, Any] | None = None,
-                   repeats: int = 10) -> dict[str, Any]:
-    """Every cost figure of ``method`` on ``backbone`` with random weights (enough for cost)."""
+def build_for_profile(method: str, backbone: str, frames: int, device: torch.device,
+                      options: dict[str, Any] | None = None) -> tuple[Any, int, int]:
+    """``method`` on ``backbone`` with random weights (enough for cost): (model, image size,
+    text vocabulary)."""
     from methods import registry
     from suite.backbone import check_backbone_name, load_backbone
 
@@ -275,11 +356,28 @@ def profile_method(method: str, backbone: str, frames: int, words: int, device: 
     loaded = load_backbone(backbone, None, "cpu", show_progress=False)
     vocab = int(loaded.model.vocab_size) if hasattr(loaded.model, "vocab_size") else 49408
     model = spec.build(loaded.model, config, frames, backbone).to(device)
-    training = measure_training_step(model, frames, loaded.image_size, words, device,
-                                     train_batch, vocab=vocab)
+    return model, loaded.image_size, vocab
+
+
+def profile_method(method: str, backbone: str, frames: int, words: int, device: torch.device,
+                   batch: int, train_batch: int, options: dict[str, Any] | None = None,
+                   repeats: int = 10, counts_only: bool = False,
+                   precision: str = "auto") -> dict[str, Any]:
+    """Every cost figure of ``method`` on ``backbone`` with random weights (enough for cost);
+    ``counts_only``: multiply-adds, tokens and parameters alone, no timed runs. Inference is
+    timed in ``precision`` (``auto``: the protocol's), the training step in the protocol's."""
+    cpu.configure_process()
+    model, image_size, vocab = build_for_profile(method, backbone, frames, device, options)
+    head = {"method": method, "backbone": backbone, "frames": frames, "words": words}
+    if counts_only:
+        trainable = sum(p.numel() for p in model.trainable_parameters())
+        counts = count_costs(model.fold(), frames, image_size, words, vocab)
+        return {**head, **asdict(counts), "params_trainable": trainable}
+    training = measure_training_step(model, frames, image_size, words, device, train_batch,
+                                     vocab=vocab)
     model.fold()
-    inference = measure_inference(model, frames, loaded.image_size, words, device, batch,
-                                  repeats=repeats, vocab=vocab)
-    return {"method": method, "backbone": backbone, "frames": frames, "words": words,
-            "batch": batch, "train_batch": train_batch, **asdict(training), **asdict(inference),
-            **environment(device)}
+    inference = measure_inference(model, frames, image_size, words, device, batch,
+                                  repeats=repeats, vocab=vocab, precision=precision)
+    return {**head, "batch": batch, "train_batch": train_batch,
+            "precision": resolve_precision(precision, device), **asdict(training),
+            **asdict(inference), **environment(device)}

@@ -11,27 +11,44 @@ COST_COLUMNS = [
     ("method", "method", "{}"), ("video GFLOPs", "video_gmacs", "{:.2f}"),
     ("text GFLOPs", "text_gmacs", "{:.3f}"), ("out tokens", "output_tokens", "{}"),
     ("trainable", "params_trainable", "{:,}"), ("total params", "params_total", "{:,}"),
-    ("videos/s", "videos_per_second", "{:.2f}"), ("train s/step", "seconds_per_step", "{:.3f}"),
+    ("videos/s", "videos_per_second", "{:.2f}"), ("GFLOP/s", "gflop_per_second", "{:,.1f}"),
+    ("of peak", "peak_share", "{:.1%}"), ("train s/step", "seconds_per_step", "{:.3f}"),
     ("train peak MiB", "training_peak_mib", "{:.0f}"),
     ("infer peak MiB", "inference_peak_mib", "{:.0f}"),
 ]
+COUNT_KEYS = ("method", "video_gmacs", "text_gmacs", "output_tokens", "params_trainable",
+              "params_total")
 COST_CAPTION = ("GFLOPs = multiply-adds of the visual tower per video (the paper's convention), "
-                "text GFLOPs per caption")
+                "text GFLOPs per caption; GFLOP/s = 2 x video multiply-adds x videos/s, of peak = "
+                "its share of this machine's measured matmul peak in the same precision")
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Every cost column, or the counts alone for rows without timings (--counts-only)."""
+    if all("videos_per_second" not in row for row in rows):
+        return [c for c in COST_COLUMNS if c[1] in COUNT_KEYS]
+    return COST_COLUMNS
 
 
 def _cost_title(row: dict[str, Any]) -> str:
-    return (f"{row['backbone']}, {row['frames']} frames, {row['device']}, {row['threads']} "
-            f"threads, torch {row['torch']}, batch {row['batch']} (training step "
-            f"{row['train_batch']})")
+    if "device" not in row:  # counts only
+        return f"{row['backbone']}, {row['frames']} frames, {row['words']} words (counts only)"
+    peak = row.get("peak_gflop_per_second", float("nan"))
+    where = f"{row['device']}" + (f" ({row['cpu']}; {row['cpu_flags']})" if "cpu" in row else "")
+    return (f"{row['backbone']}, {row['frames']} frames, {where}, {row['threads']} threads, "
+            f"torch {row['torch']}, batch {row['batch']} {row.get('precision', '')} (training "
+            f"step {row['train_batch']}), peak {peak:,.0f} GFLOP/s, fp32 GEMM "
+            f"{row.get('cpu_gemm', '-')}")
 
 
 def cost_table(rows: list[dict[str, Any]]) -> Table:
     """Cost figures of one or more methods side by side, for the terminal."""
+    columns = _columns(rows)
     table = Table(title=_cost_title(rows[0]), caption=COST_CAPTION)
-    for title, _, _ in COST_COLUMNS:
+    for title, _, _ in columns:
         table.add_column(title, justify="left" if title == "method" else "right")
     for row in rows:
-        table.add_row(*(_cell(fmt, row[key]) for _, key, fmt in COST_COLUMNS))
+        table.add_row(*(_cell(fmt, row.get(key)) for _, key, fmt in columns))
     return table
 
 
@@ -39,12 +56,13 @@ def cost_markdown(rows: list[dict[str, Any]]) -> str:
     """The same table as Markdown (for a README or a report)."""
     from reports.tables import markdown
 
-    headers = [title for title, _, _ in COST_COLUMNS]
-    cells = [[_cell(fmt, row[key]) for _, key, fmt in COST_COLUMNS] for row in rows]
+    columns = _columns(rows)
+    headers = [title for title, _, _ in columns]
+    cells = [[_cell(fmt, row.get(key)) for _, key, fmt in columns] for row in rows]
     return markdown(headers, cells, [f"{_cost_title(rows[0])}; {COST_CAPTION}."], 1)
 
 
 def _cell(fmt: str, value: Any) -> str:
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return fmt.format(value)

@@ -34,7 +34,10 @@ class Matching:
 
     Indices into the source / destination sets (not absolute positions), per batch row:
     ``merged`` (B, r) sources that merge, ``target`` (B, r) the destination each of them joins,
-    ``kept`` (B, S - r) the unmerged sources in ascending (original) order.
+    ``kept`` (B, S - r) the unmerged sources in ascending (original) order. ``keep`` (B, N - r)
+    lists the absolute positions the merged sequence is read from (protected tokens, kept
+    sources, destinations), so applying the matching is one gather plus an update of the
+    destinations that received tokens.
     """
 
     protected: int
@@ -43,10 +46,22 @@ class Matching:
     merged: torch.Tensor
     target: torch.Tensor
     kept: torch.Tensor
+    keep: torch.Tensor  # (B, N - r) absolute positions of the merged sequence's tokens
 
     @property
     def r(self) -> int:
         return self.merged.shape[1]
+
+    @property
+    def slot(self) -> torch.Tensor:
+        """(B, r) position in the merged sequence of the destination each merged source
+        joins (destinations come after the protected tokens and the kept sources)."""
+        return self.target + (self.protected + self.kept.shape[1])
+
+
+def _first(parity: int, protected: int) -> int:
+    """First position >= ``protected`` with the given parity (0 even, 1 odd)."""
+    return protected + ((parity - protected) % 2)
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, protected: int = 1) -> Matching | None:
@@ -60,31 +75,32 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protected: int = 1) ->
     r = min(r, max_merge(num_tokens, protected))
     if r <= 0:
         return None
-    src, dst = split_positions(num_tokens, protected)
     device = metric.device
-    src_pos = torch.tensor(src, device=device, dtype=torch.long)
-    dst_pos = torch.tensor(dst, device=device, dtype=torch.long)
+    first_src, first_dst = _first(0, protected), _first(1, protected)
+    src_pos = torch.arange(first_src, num_tokens, 2, device=device)
+    dst_pos = torch.arange(first_dst, num_tokens, 2, device=device)
     with torch.no_grad():
         low = metric.dtype in (torch.float16, torch.bfloat16)
         unit = F.normalize(metric.float() if low else metric, dim=-1)
-        scores = unit[:, src_pos] @ unit[:, dst_pos].transpose(1, 2)  # (B, S, D) cosine
+        # sources and destinations as strided views (every other token), not gathered copies
+        scores = unit[:, first_src::2] @ unit[:, first_dst::2].transpose(1, 2)  # (B, S, D)
         best, best_dst = scores.max(dim=-1)  # each source keeps its best destination
         order = best.argsort(dim=-1, descending=True, stable=True)
         merged = order[:, :r]
         kept = order[:, r:].sort(dim=-1).values
         target = best_dst.gather(1, merged)
-    return Matching(protected, src_pos, dst_pos, merged, target, kept)
+        head = torch.arange(protected, device=device).expand(batch, -1)
+        keep = torch.cat([head, src_pos[kept], dst_pos.expand(batch, -1)], dim=1)
+    return Matching(protected, src_pos, dst_pos, merged, target, kept, keep)
 
 
-def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Gather rows ``index`` (B, K) along dim 1 of ``x`` (B, N, ...)."""
-    expanded = index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
-    return x.gather(1, expanded)
-
-
-def _scatter_index(m: Matching, x: torch.Tensor) -> torch.Tensor:
-    """``m.target`` broadcast over the trailing dims of ``x``."""
-    return m.target.view(*m.target.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (B, K) along dim 1 of ``x`` (B, N, ...): one ``index_select`` over the
+    flattened batch, which copies whole rows (a ``gather`` reads an index per element)."""
+    batch, n = x.shape[:2]
+    offsets = torch.arange(0, batch * n, n, device=index.device).unsqueeze(1)
+    flat = x.reshape(batch * n, *x.shape[2:]).index_select(0, (index + offsets).flatten())
+    return flat.view(*index.shape, *x.shape[2:])
 
 
 def merge_tokens(
@@ -92,18 +108,24 @@ def merge_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply a matching to features ``x`` (B, N, C) with token sizes ``sizes`` (B, N).
 
-    Merged tokens become the size-weighted average of their members; sizes add up.
+    Merged tokens become the size-weighted average of their members; sizes add up. Written as
+    one gather of the surviving tokens and an additive update of the destinations that received
+    sources: with ``s'`` the destination's new size, each merged source j adds
+    ``w_j (x_j - x_d) / s'`` to its destination d, which sums to
+    ``(s_d x_d + sum_j w_j x_j) / s'``. Destinations that received nothing are copied exactly,
+    and duplicates (two sources, one destination) add up, also under autograd.
     """
     if m is None:
         return x, sizes
-    src, dst = x[:, m.src_pos], x[:, m.dst_pos]
-    s_src, s_dst = sizes[:, m.src_pos], sizes[:, m.dst_pos]
-    w_src, w_dst = s_src.unsqueeze(-1).to(x.dtype), s_dst.unsqueeze(-1).to(x.dtype)
-    total = (dst * w_dst).scatter_add(1, _scatter_index(m, dst), _take(src * w_src, m.merged))
-    s_new = s_dst.scatter_add(1, m.target, _take(s_src, m.merged))
-    dst = total / s_new.unsqueeze(-1).to(x.dtype)
-    out = torch.cat([x[:, : m.protected], _take(src, m.kept), dst], dim=1)
-    return out, torch.cat([sizes[:, : m.protected], _take(s_src, m.kept), s_new], dim=1)
+    out = _rows(x, m.keep)
+    slot = m.slot
+    w_src = sizes.gather(1, m.src_pos[m.merged])  # (B, r)
+    s_new = sizes.gather(1, m.keep).scatter_add(1, slot, w_src)
+    weight = (w_src / s_new.gather(1, slot)).unsqueeze(-1).to(x.dtype)
+    x_src, x_dst = _rows(x, m.src_pos[m.merged]), _rows(x, m.dst_pos[m.target])
+    update = (x_src - x_dst) * weight
+    out = out.scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, x.shape[-1]), update)
+    return out, s_new
 
 
 def merge_sources(m: Matching | None, sources: torch.Tensor) -> torch.Tensor:
@@ -111,9 +133,10 @@ def merge_sources(m: Matching | None, sources: torch.Tensor) -> torch.Tensor:
     row i marks every original token that token i now stands for."""
     if m is None:
         return sources
-    src, dst = sources[:, m.src_pos], sources[:, m.dst_pos]
-    dst = dst.scatter_add(1, _scatter_index(m, dst), _take(src, m.merged))
-    return torch.cat([sources[:, : m.protected], _take(src, m.kept), dst], dim=1)
+    out = _rows(sources, m.keep)
+    merged = _rows(sources, m.src_pos[m.merged])
+    index = m.slot.unsqueeze(-1).expand(-1, -1, sources.shape[-1])
+    return out.scatter_add_(1, index, merged)
 
 
 def proportional_attention(

@@ -9,17 +9,54 @@ from typer.testing import CliRunner
 
 from methods import registry
 from suite.cli import app
-from suite.device import autocast, grad_scaler, resolve_precision
+from suite.device import autocast, cast_weights_once, grad_scaler, resolve_precision
 from suite.errors import UserError
+from suite.peak import Peaks
 
 CPU = torch.device("cpu")
 
 
-def test_auto_is_fp32_on_cpu_and_fp16_on_cuda():
+def test_auto_trains_fp32_on_cpu_and_fp16_on_cuda():
     assert resolve_precision("auto", CPU) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("auto", torch.device("cuda"), "eval") == "fp16"
     assert resolve_precision("bf16", CPU) == "bf16"
+    assert resolve_precision("fp32", CPU, "eval") == "fp32"
     assert not grad_scaler(CPU, "bf16").is_enabled()
+
+
+@pytest.mark.parametrize(("bf16_rate", "evaluates"), [
+    (4.2e11, "bf16"),  # AVX512-BF16 (1.8x the fp32 peak), or AMX (6.6x)
+    (2.9e11, "fp32"),  # 1.26x: not much faster
+    (5e8, "fp32"),  # emulated (AVX2 only: 500x slower)
+])
+def test_auto_evaluates_bf16_on_cpu_where_measured_much_faster(monkeypatch, bf16_rate,
+                                                                evaluates):
+    import suite.peak
+
+    peaks = Peaks("cpu", 2, torch.__version__,
+                  {"fp32/torch": 1e11, "fp32/onednn": 2.3e11, "bf16": bf16_rate})
+    monkeypatch.setattr(suite.peak, "machine_peaks", lambda device: peaks)
+    assert resolve_precision("auto", CPU, "eval") == evaluates
+    assert resolve_precision("auto", CPU, "train") == "fp32"  # training stays fp32
+
+
+def test_weights_cast_once_give_plain_autocasts_results(tiny_clip):
+    spec = registry.get("tempme")
+    model = spec.build(tiny_clip, spec.make_config("tiny-clip", 4, {}), 4, "tiny-clip")
+    model.fold().eval()
+    frames, mask = torch.randn(2, 4, 3, 48, 48), torch.ones(2, 4, dtype=torch.bool)
+    flags = [p.requires_grad for p in model.parameters()]
+    with torch.no_grad():
+        full = model.encode_video(frames, mask)
+        with autocast(CPU, "bf16"):
+            plain = model.encode_video(frames, mask)
+        with cast_weights_once(model, "bf16"), autocast(CPU, "bf16"):
+            cached = [model.encode_video(frames, mask) for _ in range(2)]
+    assert [p.requires_grad for p in model.parameters()] == flags  # restored
+    assert all(torch.equal(plain, c) for c in cached)
+    cosine = torch.nn.functional.cosine_similarity(full, plain.float(), dim=-1)
+    assert 0.99 < cosine.min() < 1.0
 
 
 @pytest.mark.parametrize("precision, fragment", [("fp16", "needs a CUDA device"),
@@ -56,6 +93,8 @@ def test_bf16_run_end_to_end_is_tagged(store):
     run_id = json_summary(result.stdout)["run_id"]
     run = MlflowClient(store).get_run(run_id)
     assert run.data.tags["precision"] == "bf16" and run.data.params["train.precision"] == "bf16"
+    assert run.data.tags["eval_precision"] == "bf16"
+    assert {"cpu_gemm", "flush_denormal", "reuse_memory"} <= set(run.data.tags)
     assert torch.isfinite(torch.tensor(run.data.metrics["train/loss"]))
 
 

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from suite.cli import app
+from suite.peak import machine_peaks
 from suite.profiling import Timing, time_calls
 
 runner = CliRunner()
@@ -28,7 +29,41 @@ def test_profile_json_reports_every_figure_for_tiny_tempme():
     assert row["videos_per_second"] > 0
     assert row["videos_per_second_q1"] <= row["videos_per_second_q3"]
     assert row["seconds_per_step"] > 0 and row["training_peak_mib"] > 0
-    assert {"device", "torch", "threads", "batch"} <= set(row)
+    assert {"device", "torch", "threads", "batch", "cpu", "cpu_flags", "cpu_gemm",
+            "flush_denormal", "reuse_memory"} <= set(row)
+    # FLOP/s = 2 x multiply-adds x videos/s, set against this machine's fp32 peak
+    assert row["precision"] == "fp32"
+    assert row["gflop_per_second"] == pytest.approx(
+        2 * row["video_gmacs"] * row["videos_per_second"])
+    assert row["peak_gflop_per_second"] == pytest.approx(
+        machine_peaks(torch.device("cpu")).fp32 / 1e9)
+    assert row["peak_share"] == pytest.approx(
+        row["gflop_per_second"] / row["peak_gflop_per_second"])
+
+
+def test_counts_only_reports_counts_without_timing():
+    args = ["profile", "--method", "tempme", "--backbone", "tiny-clip", "--device", "cpu"]
+    counted = runner.invoke(app, [*args, "--counts-only", "--json"])
+    assert counted.exit_code == 0, counted.output
+    row = json.loads(counted.stdout)
+    assert set(row) == {"method", "backbone", "frames", "words", "video_gmacs", "text_gmacs",
+                        "output_tokens", "params_total", "params_trainable"}
+    timed = json.loads(runner.invoke(app, [*args, "--batch-size", "1", "--json"]).stdout)
+    assert {k: timed[k] for k in row} == row  # the same counts as the full profile
+    table = runner.invoke(app, [*args, "--counts-only", "--markdown"]).stdout
+    assert table.splitlines()[0] == ("| method | video GFLOPs | text GFLOPs | out tokens | "
+                                     "trainable | total params |")
+
+
+def test_profile_bf16_is_set_against_the_bf16_peak():
+    result = runner.invoke(app, ["profile", "--method", "lora", "--backbone", "tiny-clip",
+                                 "--batch-size", "1", "--device", "cpu", "--precision", "bf16",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["precision"] == "bf16"
+    assert row["peak_gflop_per_second"] == pytest.approx(
+        machine_peaks(torch.device("cpu")).of("bf16") / 1e9)
 
 
 def test_profile_all_lists_every_method_and_merging_saves_work():

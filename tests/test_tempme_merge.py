@@ -159,3 +159,30 @@ def test_a_merged_token_draws_attention_like_its_members():
     merged = proportional_attention(q, k, v, torch.tensor([[1.0, 2.0]]))
     duplicated = proportional_attention(q, k[:, :, [0, 1, 1]], v[:, :, [0, 1, 1]], None)
     torch.testing.assert_close(merged, duplicated)
+
+
+def test_merge_gradients_are_those_of_the_weighted_average():
+    """Several sources joining one destination (duplicate targets) under autograd: the
+    additive update's gradients equal numerical ones (float64)."""
+    gen = torch.Generator().manual_seed(7)
+    metric = torch.ones(2, 11, 3, dtype=torch.float64)  # all alike: every source -> first dst
+    metric[:, :, 0] += 1e-3 * torch.arange(11)
+    x = torch.randn(2, 11, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    sizes = torch.randint(1, 4, (2, 11), generator=gen).double()
+    m = bipartite_soft_matching(metric, 4, protected=1)
+    assert m is not None and bool((m.target[:, :1] == m.target).any())
+    assert torch.autograd.gradcheck(lambda t: merge_tokens(m, t, sizes)[0], (x,))
+
+
+def test_destinations_that_receive_nothing_are_copied_exactly():
+    gen = torch.Generator().manual_seed(8)
+    x, metric = torch.randn(3, 21, 6, generator=gen), torch.randn(3, 21, 5, generator=gen)
+    sizes = torch.randint(1, 9, (3, 21), generator=gen).float()
+    m = bipartite_soft_matching(metric, 3, protected=1)
+    out, new_sizes = merge_tokens(m, x, sizes)
+    for b in range(3):
+        untouched = sorted(set(range(m.dst_pos.numel())) - set(m.target[b].tolist()))
+        first = 1 + m.kept.shape[1]
+        rows = [first + d for d in untouched]
+        assert torch.equal(out[b, rows], x[b, m.dst_pos[untouched]])
+        assert torch.equal(new_sizes[b, rows], sizes[b, m.dst_pos[untouched]])
