@@ -19,7 +19,7 @@ per round, medians over rounds), so that load from other programs hits all setti
 Prints one markdown table per part (and writes them to --out) with the CPU's flags.
 
     python benchmarks/decode.py                          # 16 videos, 12 frames, 224 px
-    python benchmarks/decode.py --gop 30 --out benchmarks/results/decode-gop30.md
+    python benchmarks/decode.py --gop 50 --out benchmarks/results/decode-gop50.md
 """
 
 from __future__ import annotations
@@ -197,6 +197,28 @@ def max_mean_diff(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
     return int(diff.max()), float(diff.mean())
 
 
+def embedding_cosine(raw: list[np.ndarray], other: list[np.ndarray], size: int
+                     ) -> tuple[float, float]:
+    """(min, mean) cosine between a ViT-B-32 image tower's embeddings (random weights, seed 0:
+    nothing is downloaded) of the same frames raw and from a lossy cache."""
+    import open_clip
+    import torch
+
+    from suite.data.transforms import preprocess
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    cosines = []
+    with torch.no_grad():
+        for a, b in zip(raw, other, strict=True):
+            ea, eb = (model.encode_image(preprocess(torch.from_numpy(c), size, mean, std))
+                      for c in (a, b))
+            cosines.append(torch.nn.functional.cosine_similarity(ea, eb))
+    values = torch.cat(cosines)
+    return values.min().item(), values.mean().item()
+
+
 def cpu_description() -> tuple[str, str]:
     """(model and cores, flags) from lscpu, else /proc/cpuinfo."""
     model, flags = platform.processor() or platform.machine(), ""
@@ -245,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument("--cosine", action="store_true",
+                        help="also embed raw and cached frames with a ViT-B-32 image tower "
+                             "(random weights) and report their cosine per cache format")
     parser.add_argument("--dir", type=Path, help="keep the videos here (default: temporary)")
     parser.add_argument("--out", type=Path, help="also write the markdown tables here")
     args = parser.parse_args(argv)
@@ -337,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(d[0] for d in diffs)
         change = ("none (exact)" if worst == 0 else
                   f"max {worst}, mean {statistics.fmean(d[1] for d in diffs):.2f}")
+        if args.cosine and worst > 0:
+            low, mean = embedding_cosine([clips[v] for v in items],
+                                         [cached(cache)(v) for v in items], args.size)
+            change += f"; embedding cosine min {low:.4f}, mean {mean:.5f}"
         cache_rows.append((fmt, size / 2**20, raw_size / size, statistics.median(cache_costs[fmt]),
                            statistics.median(cache_rates[fmt]), change))
 

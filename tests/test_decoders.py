@@ -141,7 +141,6 @@ def test_unusable_timestamps_fall_back_to_sequential_decoding(videos, monkeypatc
                            index.discard)
     assert repeated.display_order() is None
     assert decode_planned(path, broken, [3, 50], None) is None
-    monkeypatch.setattr(decoders, "index_stream", lambda p: broken)
     import suite.data.video as video
 
     monkeypatch.setattr(video, "index_stream", lambda p: broken)
@@ -149,18 +148,14 @@ def test_unusable_timestamps_fall_back_to_sequential_decoding(videos, monkeypatc
 
 
 def test_a_failed_check_falls_back_to_sequential_decoding(videos, monkeypatch):
-    """A keyframe flag on a frame that needs earlier frames: the run's check fails (frames
+    """Keyframe flags on frames that need earlier frames: the runs' check fails (frames
     missing or corrupt), the plan gives up and read_clip decodes sequentially."""
     path = videos["mp4-gop4-fps10.00.mp4"]
     index = index_stream(path)
     lying = StreamIndex(index.info, index.pts, [True] * len(index.pts), index.discard)
     order = lying.display_order()
     assert order is not None
-    targets = [5, 50, 101]
-    planned = decode_planned(path, lying, targets, None)
-    reference, _ = decode_sequential(path, targets, None)
-    if planned is not None:  # a decoder that hides the damage must still give the same pixels
-        assert all(np.array_equal(planned[0][t], reference[t]) for t in targets)
+    assert decode_planned(path, lying, [5, 50, 101], None) is None
     import suite.data.video as video
 
     monkeypatch.setattr(video, "index_stream", lambda p: lying)
