@@ -31,13 +31,17 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not run in CI): tempme against folded lora throughput, then video decoding
-    (PyAV before and with the decoding plan, torchcodec and decord2, the frame cache formats);
-    each writes its table to benchmarks/results/."""
+    """Benchmarks (not run in CI): video decoding (PyAV before and with the decoding plan,
+    torchcodec and decord2, the frame cache formats), then the one table of the model side:
+    per method videos/s, GFLOP/s and share of the measured matmul peak in fp32 and bf16, the
+    training step, and the decoders' rates when decode.py leaves them as JSON rows
+    (``[{"source": ..., "videos_per_second": ...}]``) in benchmarks/results/decode.json. Each
+    writes its tables to benchmarks/results/."""
     session.install("-e", ".[dev,decoders]")
-    session.run("python", "benchmarks/throughput.py", *session.posargs)
     session.run("python", "benchmarks/decode.py", "--cosine", "--out",
                 "benchmarks/results/decode.md")
+    session.run("python", "benchmarks/throughput.py", "--train", "--decode-rates",
+                "benchmarks/results/decode.json", *session.posargs)
 
 
 # The smoke subset `lowest` runs: configs, the CLI, one end-to-end run, checkpoints, metrics.

@@ -522,6 +522,8 @@ def profile(
         "--counts-only", help="Multiply-adds, tokens and parameters only: no timed runs.")] = False,
     precision: Annotated[str, typer.Option(
         help="Inference precision: auto (fp32 on CPU, fp16 on CUDA), fp32, bf16, fp16.")] = "auto",
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="Time inference through torch.compile of the video tower.")] = False,
 ) -> None:
     """GFLOPs (multiply-adds), tokens, parameters, memory, throughput and its share of this
     machine's measured matmul peak; random weights."""
@@ -550,7 +552,8 @@ def profile(
     for name in names:
         rows.append(profile_method(name, backbone, frames, words, torch_device, batch,
                                    train_batch or batch, options if not all_ else {},
-                                   counts_only=counts_only, precision=precision))
+                                   counts_only=counts_only, precision=precision,
+                                   compile_video=compile_))
     if json_out:
         typer.echo(json.dumps(rows if all_ else rows[0], indent=2))
     elif markdown:

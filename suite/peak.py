@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import time
@@ -103,19 +102,12 @@ def _cache_path(key: dict[str, str]) -> Path:
     return cache_dir() / "peaks" / f"{key['device']}-{digest}.json"
 
 
-def _seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+def _seconds(fn: Callable[[], Any], device: torch.device, repeats: int,
+             clock: Callable[[], float] = time.perf_counter) -> float:
     """Best of ``repeats`` timed calls after one warm-up call."""
-    from suite.device import synchronize
+    from suite.profiling import time_calls
 
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(time_calls(fn, device, 1, repeats, clock))
 
 
 def _product(route: str, n: int, device: torch.device) -> Callable[[], Any]:
@@ -131,17 +123,18 @@ def _product(route: str, n: int, device: torch.device) -> Callable[[], Any]:
 
 
 def measure_route(route: str, device: torch.device, size: int = SIZE,
-                  repeats: int = REPEATS) -> float:
+                  repeats: int = REPEATS, clock: Callable[[], float] = time.perf_counter
+                  ) -> float:
     """FLOP/s of one route: a small probe first; the full-size product only when the probe
     says it takes less than ``BUDGET_SECONDS`` (bf16 without hardware support is ~100x slower
-    than fp32)."""
+    than fp32). ``clock``: as in :func:`suite.profiling.time_calls`."""
     from torch.utils._python_dispatch import _disable_current_modes
 
     with torch.no_grad(), _disable_current_modes():  # no kernel routing (suite.cpu) inside
-        probe = _seconds(_product(route, PROBE, device), device, 2)
+        probe = _seconds(_product(route, PROBE, device), device, 2, clock)
         if probe * (size / PROBE) ** 3 > BUDGET_SECONDS:
             return 2 * PROBE**3 / probe
-        return 2 * size**3 / _seconds(_product(route, size, device), device, repeats)
+        return 2 * size**3 / _seconds(_product(route, size, device), device, repeats, clock)
 
 
 def routes_of(device: torch.device) -> list[str]:

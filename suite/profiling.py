@@ -20,6 +20,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -117,17 +119,20 @@ class Timing:
         return cls(median, q1, q3)
 
 
-def time_calls(fn: Any, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+def time_calls(fn: Any, device: torch.device, warmup: int, repeats: int,
+               clock: Any = time.perf_counter) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls, by
+    ``clock`` (wall time; ``time.thread_time`` counts only this thread's CPU time, robust on a
+    shared machine when torch runs one thread)."""
     for _ in range(warmup):
         fn()
     seconds = []
     for _ in range(repeats):
         synchronize(device)
-        start = time.perf_counter()
+        start = clock()
         fn()
         synchronize(device)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(clock() - start)
     return seconds
 
 
@@ -247,21 +252,41 @@ def video_step(model: Any, pixels: torch.Tensor, mask: torch.Tensor, device: tor
     return step
 
 
+@contextmanager
+def compiled_video_tower(model: Any, enabled: bool = True, **options: Any) -> Iterator[None]:
+    """``torch.compile`` (with ``options``) the video tower of ``model`` for the block (the
+    first call compiles); the eager tower is put back after."""
+    if not enabled:
+        yield
+        return
+    eager = model.video_encoder
+    model.video_encoder = torch.compile(eager, **options)
+    try:
+        yield
+    finally:
+        model.video_encoder = eager
+
+
 def measure_inference(model: Any, frames: int, image_size: int, words: int,
                       device: torch.device, batch: int, repeats: int = 10, warmup: int = 2,
-                      vocab: int = 49408, precision: str = "auto") -> InferenceCost:
+                      vocab: int = 49408, precision: str = "auto",
+                      compile_video: bool = False) -> InferenceCost:
     """Cost of a folded model at inference (call after ``model.fold()``), timed in
     ``precision`` (``auto``: the protocol's, fp32 on the CPU and fp16 on CUDA) with frozen
-    weights cast once (suite.device.cast_weights_once)."""
+    weights cast once (suite.device.cast_weights_once); ``compile_video``: the video tower
+    compiled by ``torch.compile`` (inductor picks its own kernels: no GEMM route; the compile
+    happens in the warm-up and is not timed)."""
     counts = count_costs(model, frames, image_size, words, vocab)
     model.to(device)
     pixels, mask = dummy_video(batch, frames, image_size, device)
     resolved = resolve_precision(precision, device)
     step = video_step(model, pixels, mask, device, resolved)
+    route = "torch" if compile_video else None
     # one autocast block around every call: each frozen weight is cast once, then cached
     with cast_weights_once(model, resolved), autocast(device, resolved), \
-            cpu.kernels(device), PeakMemory(device) as memory:
-        seconds = time_calls(step, device, warmup, repeats)
+            compiled_video_tower(model, compile_video), cpu.kernels(device, route), \
+            PeakMemory(device) as memory:
+        seconds = time_calls(step, device, max(warmup, 1), repeats)
     timing = Timing.of([batch / s for s in seconds])
     flops, peak, share = achieved(counts.video_gmacs, timing.median, device, resolved)
     return InferenceCost(
@@ -361,11 +386,12 @@ def build_for_profile(method: str, backbone: str, frames: int, device: torch.dev
 
 def profile_method(method: str, backbone: str, frames: int, words: int, device: torch.device,
                    batch: int, train_batch: int, options: dict[str, Any] | None = None,
-                   repeats: int = 10, counts_only: bool = False,
-                   precision: str = "auto") -> dict[str, Any]:
+                   repeats: int = 10, counts_only: bool = False, precision: str = "auto",
+                   compile_video: bool = False) -> dict[str, Any]:
     """Every cost figure of ``method`` on ``backbone`` with random weights (enough for cost);
     ``counts_only``: multiply-adds, tokens and parameters alone, no timed runs. Inference is
-    timed in ``precision`` (``auto``: the protocol's), the training step in the protocol's."""
+    timed in ``precision`` (``auto``: the protocol's), the training step in the protocol's;
+    ``compile_video``: inference through the ``torch.compile``-d video tower."""
     cpu.configure_process()
     model, image_size, vocab = build_for_profile(method, backbone, frames, device, options)
     head = {"method": method, "backbone": backbone, "frames": frames, "words": words}
@@ -377,7 +403,11 @@ def profile_method(method: str, backbone: str, frames: int, words: int, device: 
                                      vocab=vocab)
     model.fold()
     inference = measure_inference(model, frames, image_size, words, device, batch,
-                                  repeats=repeats, vocab=vocab, precision=precision)
+                                  repeats=repeats, vocab=vocab, precision=precision,
+                                  compile_video=compile_video)
+    env = environment(device)
+    if compile_video:
+        env["cpu_gemm"] = "inductor"
     return {**head, "batch": batch, "train_batch": train_batch,
-            "precision": resolve_precision(precision, device), **asdict(training),
-            **asdict(inference), **environment(device)}
+            "precision": resolve_precision(precision, device), "compiled": compile_video,
+            **asdict(training), **asdict(inference), **env}

@@ -127,3 +127,21 @@ def test_profile_markdown_table_has_a_row_per_method():
     assert lines[1].startswith("|---|---:|")  # the project's one Markdown renderer
     assert lines[2].startswith("| lora |") and lines[4].startswith("tiny-clip, 12 frames")
     assert len(lines) == 5
+
+
+def test_the_compiled_tower_gives_the_eager_embeddings_and_is_put_back(tiny_clip):
+    from methods import registry
+    from suite.profiling import compiled_video_tower
+
+    spec = registry.get("tempme")
+    model = spec.build(tiny_clip, spec.make_config("tiny-clip", 4, {}), 4, "tiny-clip")
+    model.fold().eval()
+    frames, mask = torch.randn(2, 4, 3, 48, 48), torch.ones(2, 4, dtype=torch.bool)
+    eager = model.video_encoder
+    with torch.no_grad():
+        expected = model.encode_video(frames, mask)
+        with compiled_video_tower(model, backend="eager"):  # dynamo's graphs, no inductor
+            assert model.video_encoder is not eager
+            got = model.encode_video(frames, mask)
+    assert model.video_encoder is eager
+    torch.testing.assert_close(got, expected)
