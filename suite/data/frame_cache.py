@@ -7,10 +7,10 @@ the sampling rules (``suite.data.video.SAMPLING_VERSION``), so frames sampled by
 are never read as the new rule's, and the storage format (``data.cache_format``):
 
 - ``npy`` (default): the raw array, exact; the fastest to read.
-- ``ffv1``: the frames as a lossless FFV1 video (PyAV, RGB), exact; 1.5-2.2x smaller than
+- ``ffv1``: the frames as a lossless FFV1 video (PyAV, RGB), exact; 1.4-1.5x smaller than
   ``npy`` on the benchmark's clips, read at about 3 ms per 224 px frame.
 - ``jpeg``: one JPEG per frame (Pillow, quality 95, no chroma subsampling) in an ``.npz``;
-  3-4x smaller, read at about 0.5 ms per frame, and lossy: pixels move by up to about 20 levels
+  3x smaller, read at about 0.7 ms per frame, and lossy: pixels move by up to about 20 levels
   (``benchmarks/results/decode.md``), so it is never the default.
 
 Runs read the cache automatically when the folder exists; files are written atomically
