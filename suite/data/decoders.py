@@ -21,8 +21,10 @@ Frames from both paths go through the same conversion (``convert``), so they are
 Other decoders. torchcodec and decord2 were measured against this (``benchmarks/decode.py``,
 ``benchmarks/results/decode.md``): they read the same frame indices and, at the video's own size,
 give PyAV's pixels exactly, but they hand out RGB, so they cannot give the frames the suite
-scales in the same swscale call as the colour conversion (up to 82 levels apart at 224 px), and
-each spent more CPU per video than PyAV with the plan. They are not used here.
+scales in the same swscale call as the colour conversion (up to 82 levels apart at 224 px),
+each spent more CPU per video than PyAV with the plan, and on open-GOP H.264 (decord2) and
+MPEG-4 with B-frames (both) they returned frames other than the ones asked for. They are not
+used here.
 """
 
 from __future__ import annotations
