@@ -16,7 +16,9 @@ per round, medians over rounds), so that load from other programs hits all setti
   which is then scaled with swscale bicubic);
 - the frame cache: MiB per video, videos/s (0 workers) and what each format changes in pixels.
 
-Prints one markdown table per part (and writes them to --out) with the CPU's flags.
+Prints one markdown table per part (and writes them to --out, with the rates as JSON rows in
+the same name with .json, which ``benchmarks/throughput.py --decode-rates`` adds to its table)
+with the CPU's flags.
 
     python benchmarks/decode.py                          # 16 videos, 12 frames, 224 px
     python benchmarks/decode.py --gop 50 --out benchmarks/results/decode-gop50.md
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -271,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also embed raw and cached frames with a ViT-B-32 image tower "
                              "(random weights) and report their cosine per cache format")
     parser.add_argument("--dir", type=Path, help="keep the videos here (default: temporary)")
-    parser.add_argument("--out", type=Path, help="also write the markdown tables here")
+    parser.add_argument("--out", type=Path, help="also write the markdown tables here, and "
+                        "the rates as JSON rows beside it (.json) for benchmarks/throughput.py")
     args = parser.parse_args(argv)
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="tvr-decode-bench-"))
@@ -407,6 +411,16 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(text)
     if args.out:
         args.out.write_text(text)
+        rows = [{"source": f"{name}, {policy}, 1 worker",
+                 "videos_per_second": statistics.median(rates[name, policy, 1]),
+                 "cpu_ms_per_video": statistics.median(costs[name, policy]),
+                 "cpu_cost_vs_before": statistics.median(costs[before, policy])
+                 / statistics.median(costs[name, policy])}
+                for name, policy in pairs if (name, policy, 1) in rates]
+        rows += [{"source": f"frame cache ({fmt}), 0 workers", "videos_per_second": rate,
+                  "cpu_ms_per_video": cost, "mib_per_video": mib}
+                 for fmt, mib, _, cost, rate, _ in cache_rows]
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     if args.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
