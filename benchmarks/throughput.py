@@ -14,7 +14,10 @@ Runs with the suite's CPU kernel settings (suite.cpu), as ``suite run`` does.
 other programs it measures the work, not the waiting (needs ``--threads 1``).
 
     python benchmarks/throughput.py [--rounds 5] [--batch 4] [--threads N] [--clock thread]
-        [--precisions fp32 bf16] [--train] [--compile] [--decode-rates FILE] [--out FILE]
+        [--precisions fp32 bf16] [--routes onednn torch] [--train] [--compile]
+        [--decode-rates FILE] [--out FILE]
+
+``--routes onednn torch`` times fp32 through both GEMM libraries side by side (suite.cpu).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from suite import cpu
 from suite.device import autocast, cast_weights_once, resolve_device
@@ -35,7 +39,6 @@ from suite.peak import cpu_identity, measure_route, routes_of
 from suite.profiling import (
     NOTED_FLAGS,
     build_for_profile,
-    compiled_video_tower,
     count_costs,
     default_batch,
     dummy_video,
@@ -80,6 +83,8 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also time the training step")
     parser.add_argument("--compile", action="store_true",
                         help="also time the torch.compile-d video tower (fp32)")
+    parser.add_argument("--routes", nargs="+", choices=["onednn", "torch"],
+                        help="fp32 GEMM routes to compare (default: this machine's, suite.cpu)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--decode-rates", type=Path,
                         help="JSON rows of benchmarks/decode.py to add to the table")
@@ -94,47 +99,49 @@ def main() -> None:
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     device = resolve_device(args.device)
     batch = args.batch or default_batch(device)
-    route = cpu.gemm_route(device)
 
-    models, counts, steps = {}, {}, {}
+    models, counts, steps, compiled = {}, {}, {}, {}
     for method in args.methods:
         model, image_size, vocab = build_for_profile(method, args.backbone, args.frames, device)
         models[method] = model.fold().eval()
         counts[method] = count_costs(model, args.frames, image_size, 32, vocab).video_gmacs
+        if args.compile:  # compiled once, in the first round's warm-up
+            compiled[method] = CompiledTower(torch.compile(model.video_encoder))
         if args.train:  # a second, unfolded model: the training step trains the LoRA factors
             trainee = build_for_profile(method, args.backbone, args.frames, device)[0]
             steps[method] = training_step(trainee, args.frames, image_size, 32, device, batch,
                                           vocab, "fp32")
     pixels, mask = dummy_video(batch, args.frames, image_size, device)
+    route = cpu.gemm_route(device, models[args.methods[0]])
 
-    configs = [(m, p, False) for m in args.methods for p in args.precisions]
-    if args.compile:
-        configs += [(m, "fp32", True) for m in args.methods]
-    rates: dict[tuple[str, str, bool], list[float]] = {c: [] for c in configs}
-    shares: dict[tuple[str, str, bool], list[float]] = {c: [] for c in configs}
+    variants = args.routes or [route]
+    configs = [(m, p, v) for m in args.methods for p in args.precisions
+               for v in (variants if p == "fp32" else [route])]  # the route is fp32's
+    configs += [(m, "fp32", "compiled") for m in compiled]
+    rates: dict[Key, list[float]] = {c: [] for c in configs}
+    shares: dict[Key, list[float]] = {c: [] for c in configs}
     peaks: dict[str, list[float]] = {r: [] for r in routes_of(device)}
     train_rates: dict[str, list[float]] = {m: [] for m in steps}
     for round_ in range(args.rounds):
         for name in peaks:
             peaks[name].append(measure_route(name, device, clock=clock))
         fp32_peak = max(v[-1] for k, v in peaks.items() if k.startswith("fp32/"))
-        for method, precision, compiled in configs:
-            model = models[method]
+        for method, precision, variant in configs:
+            model = compiled[method] if variant == "compiled" else models[method]
             step = video_step(model, pixels, mask, device, precision)
-            with cast_weights_once(model, precision), autocast(device, precision), \
-                    compiled_video_tower(model, compiled), \
-                    cpu.kernels(device, "torch" if compiled else route):
+            with cast_weights_once(models[method], precision), autocast(device, precision), \
+                    cpu.kernels(device, "torch" if variant == "compiled" else variant):
                 rate = batch / median_seconds(step, device, args.repeats, clock)
-            rates[method, precision, compiled].append(rate)
+            rates[method, precision, variant].append(rate)
             peak = fp32_peak if precision == "fp32" else peaks[precision][-1]
-            shares[method, precision, compiled].append(2 * counts[method] * 1e9 * rate / peak)
+            shares[method, precision, variant].append(2 * counts[method] * 1e9 * rate / peak)
         for method, train_step in steps.items():
             with cpu.kernels(device, route):
                 train_rates[method].append(1 / median_seconds(train_step, device,
                                                               max(args.repeats // 2, 2), clock))
         print(f"round {round_ + 1}: " + ", ".join(
-            f"{m}{' compiled' if c else ''} {p} {rates[m, p, c][-1]:.2f}"
-            for m, p, c in configs) + " videos/s", flush=True)
+            f"{m} {p} {v} {rates[m, p, v][-1]:.2f}" for m, p, v in configs) + " videos/s",
+            flush=True)
 
     text = report(args, device, batch, route, configs, rates, shares, peaks, train_rates,
                   counts, load_decode_rates(args.decode_rates))
@@ -143,8 +150,21 @@ def main() -> None:
     args.out.write_text(text)
 
 
+Key = tuple[str, str, str]  # method, precision, variant (a GEMM route, or "compiled")
+
+
+class CompiledTower:
+    """``encode_video`` through a compiled video tower (what the timed step calls)."""
+
+    def __init__(self, tower: Any) -> None:
+        self.tower = tower
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.tower(frames, mask), dim=-1)
+
+
 def report(args: argparse.Namespace, device: torch.device, batch: int, route: str,
-           configs: list[tuple[str, str, bool]], rates: dict, shares: dict,
+           configs: list[Key], rates: dict[Key, list[float]], shares: dict[Key, list[float]],
            peaks: dict[str, list[float]], train_rates: dict[str, list[float]],
            counts: dict[str, float], decode: list[dict[str, Any]]) -> str:
     env = environment(device)
@@ -155,52 +175,52 @@ def report(args: argparse.Namespace, device: torch.device, batch: int, route: st
         f"batch {batch}",
         "",
         f"{env.get('cpu', env['device'])} ({flags or 'no flags read'}), torch threads "
-        f"{env['threads']}, torch {env['torch']}; fp32 GEMM {route}, flush denormals "
-        f"{env['flush_denormal']}, reuse memory {env['reuse_memory']}; clock {args.clock}; "
-        f"{args.rounds} alternating rounds x {args.repeats} timed batches (median per round).",
+        f"{env['threads']}, torch {env['torch']}; this machine's fp32 GEMM route {route}, "
+        f"flush denormals {env['flush_denormal']}, reuse memory {env['reuse_memory']}; clock "
+        f"{args.clock}; {args.rounds} alternating rounds x {args.repeats} timed batches "
+        f"(median per round).",
         "",
         "Matmul peak (median of rounds): " + ", ".join(
             f"{name} {med(v) / 1e9:,.1f} GFLOP/s" for name, v in peaks.items()) + ".",
         "",
-        f"| method | precision | rate | GFLOP/s | of peak | vs {BASELINE} | vs fp32 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| method | precision | kernels | rate | GFLOP/s | of peak | vs {BASELINE} | vs fp32 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for method, precision, compiled in configs:
-        rate = med(rates[method, precision, compiled])
-        base = rates.get((BASELINE, precision, compiled))
-        fp32 = rates.get((method, "fp32", compiled))
-        vs_base = f"{med(rate_ratio(rates[method, precision, compiled], base)):.3f}" \
-            if base else "-"
-        vs_fp32 = f"{med(rate_ratio(rates[method, precision, compiled], fp32)):.3f}" \
-            if fp32 else "-"
-        name = f"{method} (compiled)" if compiled else method
-        lines.append(f"| {name} | {precision} | {rate:.2f} videos/s | "
-                     f"{2 * counts[method] * rate:,.1f} | "
-                     f"{med(shares[method, precision, compiled]):.1%} | {vs_base} | {vs_fp32} |")
+
+    def ratio(key: Key, other: Key) -> str:
+        return f"{med(rate_ratio(rates[key], rates[other])):.3f}" if other in rates else "-"
+
+    for method, precision, variant in configs:
+        key = (method, precision, variant)
+        rate = med(rates[key])
+        lines.append(f"| {method} | {precision} | {variant} | {rate:.2f} videos/s | "
+                     f"{2 * counts[method] * rate:,.1f} | {med(shares[key]):.1%} | "
+                     f"{ratio(key, (BASELINE, precision, variant))} | "
+                     f"{ratio(key, (method, 'fp32', variant))} |")
     for method, values in train_rates.items():
         base = train_rates.get(BASELINE)
         vs_base = f"{med(rate_ratio(values, base)):.3f}" if base else "-"
-        lines.append(f"| {method} training step | fp32 | {med(values):.3f} steps/s | - | - | "
-                     f"{vs_base} | - |")
+        lines.append(f"| {method} training step | fp32 | {route} | {med(values):.3f} steps/s | "
+                     f"- | - | {vs_base} | - |")
     for row in decode:
-        lines.append(f"| decode: {row['source']} | - | {row['videos_per_second']:.1f} "
+        lines.append(f"| decode: {row['source']} | - | - | {row['videos_per_second']:.1f} "
                      f"videos/s | - | - | - | - |")
     lines += ["", "Ratios over rounds (each round's own figures):", ""]
-    for method, precision, compiled in configs:
-        base = rates.get((BASELINE, precision, compiled))
-        if method != BASELINE and base:
-            lines.append(f"- {method}/{BASELINE} {precision}{' compiled' if compiled else ''}: "
-                         + spread(rate_ratio(rates[method, precision, compiled], base)))
-        fp32 = rates.get((method, "fp32", compiled))
-        if precision != "fp32" and fp32:
-            lines.append(f"- {method} {precision}/fp32: "
-                         + spread(rate_ratio(rates[method, precision, compiled], fp32)))
+    for method, precision, variant in configs:
+        key = (method, precision, variant)
+        pairs = [(f"{method}/{BASELINE} {precision} {variant}", (BASELINE, precision, variant)),
+                 (f"{method} {precision}/fp32 {variant}", (method, "fp32", variant)),
+                 (f"{method} {precision} {variant}/{route}", (method, precision, route))]
+        for label, other in pairs:
+            if other != key and other in rates:
+                lines.append(f"- {label}: " + spread(rate_ratio(rates[key], rates[other])))
     for method, values in train_rates.items():
         if method != BASELINE and BASELINE in train_rates:
             lines.append(f"- {method}/{BASELINE} training step: "
                          + spread(rate_ratio(values, train_rates[BASELINE])))
     lines += ["", "GFLOP/s = 2 x video multiply-adds x videos/s (multiply-adds per video: "
-              + ", ".join(f"{m} {g:.2f} G" for m, g in counts.items()) + ").", ""]
+              + ", ".join(f"{m} {g:.2f} G" for m, g in counts.items()) + "); of peak: against "
+              "the peak measured in the same round and precision (fp32: the faster route).", ""]
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ less than half of what the CPU can do (measured on a 2-core AMD EPYC with AVX-51
 which runs fp32 products in runs, profiles and benchmarks:
 
 - ``auto`` (default): oneDNN where this machine's measured fp32 peak through it
-  (:mod:`suite.peak`) is at least ``ONEDNN_MARGIN`` times torch's default, else the default;
+  (:mod:`suite.peak`) is at least ``ONEDNN_MARGIN`` times torch's default and the model has a
+  layer at least ``ONEDNN_MIN_WIDTH`` wide (below that the route's per-operator cost wins),
+  else the default;
 - ``onednn`` / ``torch``: always that one.
 
 The route is a :class:`~torch.utils._python_dispatch.TorchDispatchMode` under autograd, so the
@@ -41,12 +43,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from suite.errors import UserError
 
 GEMM_ROUTES = ("auto", "onednn", "torch")
 ONEDNN_MARGIN = 1.1  # oneDNN must be this much faster than the default to be picked
+ONEDNN_MIN_WIDTH = 256  # and the model's widest layer at least this wide (gemm_route)
 COPY_WEIGHT_ROWS = 256  # products with at least this many rows copy a transposed weight first
 
 aten = torch.ops.aten
@@ -66,19 +70,37 @@ def onednn_available() -> bool:
                                                             "_linear_pointwise")
 
 
-def gemm_route(device: torch.device) -> str:
-    """The fp32 GEMM route for ``device``: ``onednn`` or ``torch`` (always ``torch`` off the
-    CPU); ``auto`` reads (or measures once) this machine's peaks."""
+def gemm_route(device: torch.device, model: nn.Module | None = None) -> str:
+    """The fp32 GEMM route for ``device`` (and ``model``): ``onednn`` or ``torch`` (always
+    ``torch`` off the CPU). ``auto`` reads (or measures once) this machine's peaks, and keeps
+    torch's route for models whose layers are all narrower than ``ONEDNN_MIN_WIDTH``: the route
+    costs ~5 us of Python per operator, every operator, which outweighs the faster products of
+    small layers (tiny-clip, 64 wide: tempme 1.27x slower; ViT-B/32, 768 wide: 2x faster)."""
     setting = gemm_setting()
     if device.type != "cpu" or not onednn_available() or setting == "torch":
         return "torch"
     if setting == "onednn":
         return "onednn"
+    if model is not None and widest_layer(model) < ONEDNN_MIN_WIDTH:
+        return "torch"
     from suite.peak import machine_peaks
 
     routes = machine_peaks(device).routes
     faster = routes.get("fp32/onednn", 0.0) >= ONEDNN_MARGIN * routes["fp32/torch"]
     return "onednn" if faster else "torch"
+
+
+def widest_layer(model: nn.Module) -> int:
+    """The largest input width of ``model``'s linear, attention and convolution layers."""
+    widths = [0]
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            widths.append(module.in_features)
+        elif isinstance(module, nn.MultiheadAttention):
+            widths.append(module.embed_dim)
+        elif isinstance(module, nn.Conv2d):
+            widths.append(module.weight[0].numel())
+    return max(widths)
 
 
 def _switch(name: str) -> bool:
@@ -133,10 +155,10 @@ def release_free_memory() -> None:
         libc.malloc_trim(0)
 
 
-def settings(device: torch.device) -> dict[str, str]:
-    """The kernel settings in effect, for the record of a run or a cost figure."""
+def settings(device: torch.device, model: nn.Module | None = None) -> dict[str, str]:
+    """The kernel settings in effect (for ``model``), for the record of a run or a figure."""
     on_cpu = device.type == "cpu"
-    return {"cpu_gemm": gemm_route(device),
+    return {"cpu_gemm": gemm_route(device, model),
             "flush_denormal": str(flush_denormal_setting() and on_cpu).lower(),
             "reuse_memory": str(reuse_memory_setting() and on_cpu).lower()}
 
@@ -245,10 +267,11 @@ class OneDnnRoute(TorchDispatchMode):
 
 
 @contextmanager
-def kernels(device: torch.device, route: str | None = None) -> Iterator[str]:
-    """Run the block with this machine's fp32 GEMM route on ``device`` (``route``: force
-    ``onednn`` or ``torch``); yields the route taken."""
-    route = gemm_route(device) if route is None else route
+def kernels(device: torch.device, route: str | None = None,
+            model: nn.Module | None = None) -> Iterator[str]:
+    """Run the block with this machine's fp32 GEMM route on ``device`` for ``model``
+    (:func:`gemm_route`; ``route``: force ``onednn`` or ``torch``); yields the route taken."""
+    route = gemm_route(device, model) if route is None else route
     if route != "onednn" or device.type != "cpu":
         yield "torch"
         return

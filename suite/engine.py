@@ -383,7 +383,7 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     try:
         job = prepare(config, card, device, show_progress, processes)
         job.trainer.on_epoch = on_epoch
-        with cpu.kernels(device):  # this machine's fastest fp32 GEMM library (suite.cpu)
+        with cpu.kernels(device, model=job.model):  # the fastest fp32 GEMMs (suite.cpu)
             if not processes.main:  # trains and evaluates its share; rank 0 logs, checkpoints
                 return _train_and_test(job, "", None, resume)
             return _tracked_run(job, uri, tags, checkpoints, resume)
@@ -402,7 +402,7 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
                 "preset": str(config.preset), "select_metric": config.train.select_metric,
                 "precision": resolve_precision(config.train.precision, device),
                 "eval_precision": resolve_precision(config.train.precision, device, "eval"),
-                **cpu.settings(device),
+                **cpu.settings(device, job.model),
                 "processes": str(job.processes.world), **environment_tags(), **(tags or {})}
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])

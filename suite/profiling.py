@@ -284,7 +284,7 @@ def measure_inference(model: Any, frames: int, image_size: int, words: int,
     route = "torch" if compile_video else None
     # one autocast block around every call: each frozen weight is cast once, then cached
     with cast_weights_once(model, resolved), autocast(device, resolved), \
-            compiled_video_tower(model, compile_video), cpu.kernels(device, route), \
+            compiled_video_tower(model, compile_video), cpu.kernels(device, route, model), \
             PeakMemory(device) as memory:
         seconds = time_calls(step, device, max(warmup, 1), repeats)
     timing = Timing.of([batch / s for s in seconds])
@@ -308,7 +308,7 @@ def measure_training_step(model: Any, frames: int, image_size: int, words: int,
         return TrainingCost(params_trainable=0, seconds_per_step=float("nan"),
                             training_peak_mib=float("nan"))
     step = training_step(model, frames, image_size, words, device, batch, vocab, precision)
-    with cpu.kernels(device), PeakMemory(device) as memory:
+    with cpu.kernels(device, model=model), PeakMemory(device) as memory:
         seconds = time_calls(step, device, warmup, repeats)
     return TrainingCost(params_trainable=sum(p.numel() for p in params),
                         seconds_per_step=statistics.median(seconds),
@@ -343,14 +343,15 @@ def as_metrics(*costs: Any) -> dict[str, float]:
     return out
 
 
-def environment(device: torch.device) -> dict[str, str]:
+def environment(device: torch.device, model: Any = None) -> dict[str, str]:
     """What every cost figure is recorded with: device, torch version, threads, the CPU kernel
-    settings (suite.cpu) and, on the CPU, the processor and its vector extensions."""
+    settings (suite.cpu, for ``model``) and, on the CPU, the processor and its vector
+    extensions."""
     from suite.peak import cpu_identity
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = {"device": name, "torch": torch.__version__, "threads": str(torch.get_num_threads()),
-           **cpu.settings(device)}
+           **cpu.settings(device, model)}
     if device.type == "cpu":
         ident = cpu_identity()
         out["cpu"] = ident["model"]
@@ -405,7 +406,7 @@ def profile_method(method: str, backbone: str, frames: int, words: int, device: 
     inference = measure_inference(model, frames, image_size, words, device, batch,
                                   repeats=repeats, vocab=vocab, precision=precision,
                                   compile_video=compile_video)
-    env = environment(device)
+    env = environment(device, model)
     if compile_video:
         env["cpu_gemm"] = "inductor"
     return {**head, "batch": batch, "train_batch": train_batch,

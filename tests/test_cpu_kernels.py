@@ -153,6 +153,20 @@ def test_the_route_follows_the_setting_and_the_measured_peaks(monkeypatch, setti
         assert taken == route
 
 
+def test_auto_keeps_torchs_route_for_narrow_models(monkeypatch, tiny_clip):
+    """Below ONEDNN_MIN_WIDTH the route's per-operator cost outweighs its faster products."""
+    import suite.peak
+
+    monkeypatch.setenv("SUITE_CPU_GEMM", "auto")
+    monkeypatch.setattr(suite.peak, "machine_peaks", lambda device: fake_peaks(1e11, 2.3e11))
+    wide = torch.nn.Sequential(torch.nn.Linear(cpu.ONEDNN_MIN_WIDTH, 8))
+    assert cpu.widest_layer(tiny_clip) == 8 * 8 * 3  # the patch embedding: 3 x 8 x 8
+    assert cpu.gemm_route(torch.device("cpu"), tiny_clip) == "torch"
+    assert cpu.gemm_route(torch.device("cpu"), wide) == "onednn"
+    monkeypatch.setenv("SUITE_CPU_GEMM", "onednn")
+    assert cpu.gemm_route(torch.device("cpu"), tiny_clip) == "onednn"  # forced
+
+
 @pytest.mark.parametrize(("name", "value"), [("SUITE_CPU_GEMM", "mkl"),
                                              ("SUITE_FLUSH_DENORMAL", "yes"),
                                              ("SUITE_REUSE_MEMORY", "2")])
