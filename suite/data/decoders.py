@@ -136,15 +136,16 @@ def convert(frame, size: int | None) -> np.ndarray:  # frame: av.VideoFrame
     call as the colour conversion), then the centre ``size x size`` crop."""
     if size is None:
         return frame.to_ndarray(format="rgb24")
+    from suite.data.transforms import crop_start, resized_shape
+
     w, h = frame.width, frame.height
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    nh, nw = resized_shape(h, w, size)
     if (nw, nh) == (w, h):
         rgb = frame.to_ndarray(format="rgb24")
     else:
         rgb = frame.reformat(width=nw, height=nh, format="rgb24",
                              interpolation="BICUBIC").to_ndarray()
-    top, left = (nh - size) // 2, (nw - size) // 2
+    top, left = crop_start(nh, size), crop_start(nw, size)
     return np.ascontiguousarray(rgb[top:top + size, left:left + size])
 
 

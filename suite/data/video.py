@@ -44,7 +44,7 @@ from suite.errors import UserError
 
 POLICIES = ("tempme", "clip4clip")
 # 1: floor(k * fps) candidates for both policies; 2: each reference's own stride and window.
-SAMPLING_VERSION = 2
+SAMPLING_VERSION = 3  # 3: torchvision's resize and crop rounding (suite.data.transforms)
 
 
 class BadVideoError(UserError):
