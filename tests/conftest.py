@@ -1,5 +1,7 @@
 """Shared fixtures: tiny models with random weights, isolated cache and MLflow store."""
 
+import os
+
 import pytest
 
 
@@ -8,8 +10,10 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     """No test touches the user's cache of pre-trained tiny backbones."""
     monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     # mlflow.set_tracking_uri also sets this variable; it must not leak into later tests'
-    # subprocesses (they would log to an earlier test's store).
+    # subprocesses, module fixtures included (they would log to an earlier test's store).
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture

@@ -175,11 +175,11 @@ def test_the_plan_report_shows_the_finished_runs(reference, tmp_path):
     text = (tmp_path / "out" / "tiny.md").read_text()
     lines = [line for line in text.splitlines() if line.startswith("| LoRA")
              or line.startswith("| TempMe")]
-    assert [line.split(" | ")[0] for line in lines] == ["| LoRA", "| TempMe"]
-    for line, row in zip(lines, ("LoRA", "TempMe"), strict=True):
-        cells = line.split(" | ")
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    assert [cells[0] for cells in rows] == ["LoRA", "TempMe"]
+    for cells, row in zip(rows, ("LoRA", "TempMe"), strict=True):
         assert cells[1] == "1"  # n
         assert cells[7] == f"{done[row]['test/t2v_rsum']:.1f}"  # R-Sum
-    tempme = lines[1].split(" | ")
+    assert rows[0][-1] == "baseline"  # Δ R-Sum, the last column
     delta = done["TempMe"]["test/t2v_rsum"] - done["LoRA"]["test/t2v_rsum"]
-    assert f"{delta:+.1f}" in tempme
+    assert rows[1][-1] == f"{delta:+.1f}"

@@ -185,7 +185,7 @@ torch.set_num_threads(2)
 x = torch.full((4_000_000,), 1e-39)  # denormal
 flushed = ((x * 1.0) == 0).float().mean().item()  # both threads' halves
 faults = []
-for _ in range(4):
+for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     y = torch.ones(16 * 2**20)  # 64 MiB, allocated and freed each time
     del y
@@ -204,7 +204,9 @@ def test_denormals_flush_on_every_thread_and_freed_memory_is_reused(switch):
     result = json.loads(out.stdout)
     if switch == "1":
         assert result["flushed"] == 1.0
-        assert result["faults"] < 1000  # 64 MiB is 16,384 pages
+        # 64 MiB is 16,384 pages; the kept block is reused once the heap has settled, which took
+        # up to 3 more rounds in 16 fresh processes here (address layout varies), so 12 rounds
+        assert result["faults"] < 1000
     else:
         assert result["flushed"] == 0.0
         assert result["faults"] >= 16_000

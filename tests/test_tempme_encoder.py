@@ -195,3 +195,18 @@ def test_vit_b_16_defaults_leave_1_x_127_tokens():
         out = encoder.forward_with_trace(*video(1, 12, 224, seed=4))
     assert out.trace == encoder.token_table()
     assert (out.trace[-1].sequences, out.trace[-1].after_intra) == (1, 127)
+
+
+def test_vit_b_32_bf16_embeddings_stay_close_to_fp32(vit_b_32):
+    """What bf16 evaluation changes: the merging encoder under bf16 autocast (random weights)
+    gives embeddings within cosine 0.999 of fp32's, though merges may pick other pairs."""
+    encoder = TempMeVideoEncoder(vit_b_32.visual, default_schedule("ViT-B-32", 12), 12)
+    frames, mask = video(2, 12, 224, seed=5)
+    mask[:] = True
+    with torch.no_grad():
+        full = encoder(frames, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = encoder(frames, mask)
+    assert half.dtype == torch.bfloat16  # the projection ran in bf16
+    cosine = torch.nn.functional.cosine_similarity(full, half.float(), dim=-1)
+    assert 0.999 < cosine.min() < 1.0
