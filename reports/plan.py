@@ -101,8 +101,10 @@ def plan_table(spec: PlanSpec, runs: pd.DataFrame) -> pd.DataFrame:
                                      "source": row.source}
         for label, metric, _, _ in COLUMNS:
             values = latest[metric] if metric in latest else pd.Series(dtype=float)
-            record[label] = values.mean() if len(values) else float("nan")
-            record[f"{label} std"] = values.std() if len(values) > 1 else float("nan")
+            mean = values.mean() if len(values) else float("nan")
+            std = values.std() if len(values) > 1 else float("nan")
+            record[label] = mean
+            record[f"{label} std"] = 0.0 if std <= 1e-9 * abs(mean) else std  # rounding noise
         for label in labels:
             record[f"paper {label}"] = row.reference.get(label, float("nan"))
         records.append(record)

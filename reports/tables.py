@@ -73,7 +73,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = grouped.size().rename("n").to_frame()
     for label, metric, _, _ in COLUMNS:
         table[label] = grouped[metric].mean()
-        table[f"{label} std"] = grouped[metric].std()
+        table[f"{label} std"] = without_rounding_noise(grouped[metric].std(), table[label])
     table = table.reset_index()
     settings = setting_labels(table)
     table = table.drop(columns="params")
@@ -83,6 +83,12 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     sort = ["dataset", "backbone", "method", "_order", *(["setting"] if "setting" in table else [])]
     return (table.assign(_order=order).sort_values(sort, kind="stable")
             .drop(columns="_order").reset_index(drop=True))
+
+
+def without_rounding_noise(std: pd.Series, mean: pd.Series) -> pd.Series:
+    """The spread with float summation noise zeroed (identical multiply-add counts summed in
+    another order differ by 1e-17), so that equal figures show no ± (NaN stays NaN)."""
+    return std.mask(std <= 1e-9 * mean.abs(), 0.0)
 
 
 def setting_labels(table: pd.DataFrame) -> pd.Series:

@@ -43,7 +43,7 @@ class TrainConfig(_Strict):
     seed: int = Field(42, ge=0, lt=2**32)
     num_workers: int = Field(0, ge=0)
     eval_batch_size: int = Field(64, ge=1)
-    precision: Precision = "auto"  # fp16 autocast on CUDA, fp32 on CPU; or fp32, fp16, bf16
+    precision: Precision = "auto"  # fp16 on CUDA; CPU: fp32, bf16 evaluation if much faster
     # torch's AdamW (default); TempMe's own AdamW (tvr/models/optimization_adamw.py); or
     # CLIP4Clip's BertAdam (modules/optimization.py): see suite.optim.
     optimizer: Optimizer = "adamw"

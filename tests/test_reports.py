@@ -258,3 +258,17 @@ def test_preset_and_skipped_columns_appear_only_when_a_run_has_them():
     tempme = next(line for line in lines if line.startswith("| msrvtt | ViT-B-32 | tempme†"))
     assert "| tempme-official |" in tempme and tempme.rstrip().endswith("| 3 |")
     assert any("counts as a miss" in line for line in lines)
+
+
+def test_summation_noise_is_no_spread_but_a_real_difference_is():
+    """Multiply-add counts of one model summed in another order differ by ~1e-17: no ± then;
+    DiffRate's searched costs differ for real and keep theirs; one run keeps NaN."""
+    from reports.tables import without_rounding_noise
+
+    noisy = pd.Series([0.107, 0.107 + 1.7e-17, 0.107])
+    real = pd.Series([0.0747, 0.0751, 0.0755])
+    std = pd.Series([noisy.std(), real.std(), float("nan")])
+    mean = pd.Series([noisy.mean(), real.mean(), 1.0])
+    cleaned = without_rounding_noise(std, mean)
+    assert noisy.std() > 0 and cleaned[0] == 0.0
+    assert cleaned[1] == pytest.approx(0.0004) and pd.isna(cleaned[2])
