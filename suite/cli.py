@@ -549,6 +549,12 @@ def profile(
     rows = []
     for name in names:
         _check_method_config(name, backbone, frames, options if not all_ else {})
+    if not counts_only:  # the shares of peak against a measurement taken now (suite.peak)
+        from suite import cpu
+        from suite.peak import machine_peaks
+
+        cpu.configure_process()  # before torch's thread pool starts
+        machine_peaks(torch_device, refresh=True)
     for name in names:
         rows.append(profile_method(name, backbone, frames, words, torch_device, batch,
                                    train_batch or batch, options if not all_ else {},

@@ -73,3 +73,16 @@ def test_unknown_precision_has_no_peak():
     peaks = Peaks("cpu", 1, "x", {"fp32/torch": 1.0, "bf16": 2.0})
     with pytest.raises(KeyError, match="no fp16 peak"):
         peaks.of("fp16")
+
+
+def test_a_refresh_keeps_the_higher_rate_per_route(tmp_path, monkeypatch):
+    """A measurement on a busy machine comes out low: it never lowers the cached peak."""
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path))
+    rates = iter([{"fp32/torch": 1e11, "fp32/onednn": 4e11, "bf16": 8e11},
+                  {"fp32/torch": 2e11, "fp32/onednn": 1e11, "bf16": 2e11}])
+    monkeypatch.setattr(peak, "measure", lambda device: Peaks(
+        "cpu", torch.get_num_threads(), torch.__version__, next(rates)))
+    assert peak.machine_peaks(CPU).fp32 == 4e11
+    refreshed = peak.machine_peaks(CPU, refresh=True)
+    assert refreshed.routes == {"fp32/torch": 2e11, "fp32/onednn": 4e11, "bf16": 8e11}
+    assert peak.machine_peaks(CPU) == refreshed  # what the cache now holds
