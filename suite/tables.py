@@ -18,8 +18,9 @@ COST_COLUMNS = [
 ]
 COUNT_KEYS = ("method", "video_gmacs", "text_gmacs", "output_tokens", "params_trainable",
               "params_total")
-COST_CAPTION = ("GFLOPs = multiply-adds of the visual tower per video (the paper's convention), "
-                "text GFLOPs per caption; GFLOP/s = 2 x video multiply-adds x videos/s, of peak = "
+COUNTS_CAPTION = ("GFLOPs = multiply-adds of the visual tower per video (the paper's "
+                  "convention), text GFLOPs per caption")
+COST_CAPTION = (f"{COUNTS_CAPTION}; GFLOP/s = 2 x video multiply-adds x videos/s, of peak = "
                 "its share of this machine's measured matmul peak in the same precision")
 
 
@@ -28,6 +29,11 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     if all("videos_per_second" not in row for row in rows):
         return [c for c in COST_COLUMNS if c[1] in COUNT_KEYS]
     return COST_COLUMNS
+
+
+def _caption(rows: list[dict[str, Any]]) -> str:
+    """What the columns mean; the timing columns' terms only where they are shown."""
+    return COST_CAPTION if _columns(rows) == COST_COLUMNS else COUNTS_CAPTION
 
 
 def _cost_title(row: dict[str, Any]) -> str:
@@ -44,7 +50,7 @@ def _cost_title(row: dict[str, Any]) -> str:
 def cost_table(rows: list[dict[str, Any]]) -> Table:
     """Cost figures of one or more methods side by side, for the terminal."""
     columns = _columns(rows)
-    table = Table(title=_cost_title(rows[0]), caption=COST_CAPTION)
+    table = Table(title=_cost_title(rows[0]), caption=_caption(rows))
     for title, _, _ in columns:
         table.add_column(title, justify="left" if title == "method" else "right")
     for row in rows:
@@ -59,7 +65,7 @@ def cost_markdown(rows: list[dict[str, Any]]) -> str:
     columns = _columns(rows)
     headers = [title for title, _, _ in columns]
     cells = [[_cell(fmt, row.get(key)) for _, key, fmt in columns] for row in rows]
-    return markdown(headers, cells, [f"{_cost_title(rows[0])}; {COST_CAPTION}."], 1)
+    return markdown(headers, cells, [f"{_cost_title(rows[0])}; {_caption(rows)}."], 1)
 
 
 def _cell(fmt: str, value: Any) -> str:

@@ -53,6 +53,7 @@ def test_counts_only_reports_counts_without_timing():
     table = runner.invoke(app, [*args, "--counts-only", "--markdown"]).stdout
     assert table.splitlines()[0] == ("| method | video GFLOPs | text GFLOPs | out tokens | "
                                      "trainable | total params |")
+    assert "GFLOP/s" not in table and "of peak" not in table  # no terms of absent columns
 
 
 def test_profile_bf16_is_set_against_the_bf16_peak():
