@@ -25,8 +25,6 @@ from reports.tables import COLUMNS, FORMATS, GFLOPS, RSUM, TEST_MARK, TEST_NOTE
 
 #: Columns of an ablation table (the paper's style: the knobs, then the figures that move).
 ABLATION = ("R@1", "R@5", "R@10", "MdR", "MnR", RSUM, GFLOPS, "tokens", "trainable params")
-#: Metrics whose column shows only when some row has a figure above 0.
-ONLY_ABOVE_ZERO = {"data/test_skipped_videos"}
 #: Deltas against the baseline row: label -> column.
 DELTAS = {"Δ R@1": "R@1", "Δ R-Sum": RSUM}
 
@@ -101,14 +99,14 @@ def plan_table(spec: PlanSpec, runs: pd.DataFrame) -> pd.DataFrame:
                                      "source": row.source}
         for label, metric, _, _ in COLUMNS:
             values = latest[metric] if metric in latest else pd.Series(dtype=float)
-            mean = values.mean() if len(values) else float("nan")
-            std = values.std() if len(values) > 1 else float("nan")
-            record[label] = mean
-            record[f"{label} std"] = 0.0 if std <= 1e-9 * abs(mean) else std  # rounding noise
+            record[label] = values.mean() if len(values) else float("nan")
+            record[f"{label} std"] = values.std() if len(values) > 1 else float("nan")
         for label in labels:
             record[f"paper {label}"] = row.reference.get(label, float("nan"))
         records.append(record)
     table = pd.DataFrame(records)
+    for label in labels:
+        table[f"{label} std"] = tables.without_rounding_noise(table[f"{label} std"], table[label])
     if spec.baseline is not None:
         base = table[table["row"] == spec.baseline]
         if base.empty:  # a baseline with grid axes: its first point
@@ -122,7 +120,8 @@ def plan_table(spec: PlanSpec, runs: pd.DataFrame) -> pd.DataFrame:
 def display(spec: PlanSpec, table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, formatted cells and notes of a plan table."""
     shown = [c for c in COLUMNS if spec.kind != "ablation" or c[0] in ABLATION]
-    shown = [c for c in shown if c[1] not in ONLY_ABOVE_ZERO or (table[c[0]].fillna(0) > 0).any()]
+    shown = [c for c in shown
+             if c[0] not in tables.OPTIONAL or (table[c[0]].fillna(0) > 0).any()]
     deltas = list(DELTAS) if spec.baseline is not None else []
     papers = [label for label, *_ in COLUMNS if table[f"paper {label}"].notna().any()]
     sources = [s for s in dict.fromkeys(table["source"]) if s]
@@ -133,15 +132,8 @@ def display(spec: PlanSpec, table: pd.DataFrame) -> tuple[list[str], list[list[s
     for _, record in table.iterrows():
         label = str(record["row"]) + (TEST_MARK if record["selected_on"] == "test" else "")
         cells = [label, *(str(record[k]) for k in spec.knobs), str(record["n"])]
-        for name, _, number, always_std in shown:
-            mean, std = record[name], record[f"{name} std"]
-            if pd.isna(mean):
-                cells.append("-")
-                continue
-            cell = number(mean)
-            if record["n"] > 1 and not pd.isna(std) and (always_std or std > 0):
-                cell += " ± " + number(std)
-            cells.append(cell)
+        cells += [tables.figure_cell(record, name, number, always_std)
+                  for name, _, number, always_std in shown]
         for delta in deltas:
             value = record[delta]
             is_base = record["row"] == spec.baseline
@@ -174,10 +166,8 @@ def render_plan(spec: PlanSpec, table: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return table.to_csv(index=False)
     headers, rows, notes = display(spec, table)
-    text = headers.index("n")
-    if fmt == "md":
-        return tables.markdown(headers, rows, notes, text_columns=text)
-    return {"latex": tables._latex, "html": tables._html}[fmt](headers, rows, notes)
+    return {"md": tables.markdown, "latex": tables._latex, "html": tables._html}[fmt](
+        headers, rows, notes)
 
 
 def write_plan_report(spec: PlanSpec, table: pd.DataFrame, fmt: str, folder: Path) -> list[Path]:

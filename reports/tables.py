@@ -133,17 +133,22 @@ def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         method = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
         cells = [row["dataset"], row["backbone"], method, *(str(row[c]) for c in setting),
                  str(row["n"])]
-        for label, _, number, always_std in shown:
-            mean, std = row[label], row[f"{label} std"]
-            if pd.isna(mean):
-                cells.append("-")
-                continue
-            cell = number(mean)
-            if row["n"] > 1 and not pd.isna(std) and (always_std or std > 0):
-                cell += " ± " + number(std)
-            cells.append(cell)
+        cells += [figure_cell(row, label, number, always_std)
+                  for label, _, number, always_std in shown]
         rows.append(cells)
     return headers, rows
+
+
+def figure_cell(record: pd.Series, label: str, number: Format, always_std: bool) -> str:
+    """``mean ± std`` of one column of a table row (``n`` runs): ``-`` without a figure, the
+    spread only over several runs and, unless ``always_std``, only when it is not 0."""
+    mean, std = record[label], record[f"{label} std"]
+    if pd.isna(mean):
+        return "-"
+    cell = number(mean)
+    if record["n"] > 1 and not pd.isna(std) and (always_std or std > 0):
+        cell += " ± " + number(std)
+    return cell
 
 
 def markdown(headers: list[str], rows: list[list[str]], notes: list[str],
