@@ -16,10 +16,10 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from suite import cpu
-from suite.device import autocast, cast_weights_once, resolve_device
-from suite.peak import cpu_identity
-from suite.profiling import build_for_profile, default_batch, dummy_video, video_step
+from suite.cost import cpu
+from suite.cost.device import autocast, cast_weights_once, resolve_device
+from suite.cost.peak import cpu_identity
+from suite.cost.profiling import build_for_profile, default_batch, dummy_video, video_step
 
 #: Operators that are matrix products (directly or as oneDNN / attention kernels).
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul",

@@ -2,13 +2,13 @@
 bf16, LoRA folded; optionally the training step and the torch.compile-d tower.
 
 ViT-B/32, 12 frames of 224 x 224, random weights (speed does not depend on them), batch 4. In
-every round, one after the other: the matmul peaks (suite.peak: fp32 through each GEMM library,
+every round, one after the other: the matmul peaks (suite.cost.peak: fp32 through each GEMM library,
 bf16), then every method in every precision (median of ``--repeats`` timed batches after warm-up)
 and, with ``--train``, one training step per method (forward + backward of the InfoNCE loss).
 Rounds alternate so that drift in the machine's speed hits every figure alike; the table gives
 medians over rounds, the ratios their median, min and max. FLOP/s = 2 x the video multiply-adds
-(suite.flops) x videos/s; "of peak" divides by the peak measured in the same round and precision.
-Runs with the suite's CPU kernel settings (suite.cpu), as ``suite run`` does.
+(suite.cost.flops) x videos/s; "of peak" divides by the peak measured in the same round and precision.
+Runs with the suite's CPU kernel settings (suite.cost.cpu), as ``suite run`` does.
 
 ``--clock thread`` times this thread's CPU time instead of wall time: on a machine shared with
 other programs it measures the work, not the waiting (needs ``--threads 1``).
@@ -17,7 +17,7 @@ other programs it measures the work, not the waiting (needs ``--threads 1``).
         [--precisions fp32 bf16] [--routes onednn torch] [--train] [--compile]
         [--decode-rates FILE] [--out FILE]
 
-``--routes onednn torch`` times fp32 through both GEMM libraries side by side (suite.cpu).
+``--routes onednn torch`` times fp32 through both GEMM libraries side by side (suite.cost.cpu).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from suite import cpu
-from suite.device import autocast, cast_weights_once, resolve_device
-from suite.peak import cpu_identity, measure_route, routes_of
-from suite.profiling import (
+from suite.cost import cpu
+from suite.cost.device import autocast, cast_weights_once, resolve_device
+from suite.cost.peak import cpu_identity, measure_route, routes_of
+from suite.cost.profiling import (
     NOTED_FLAGS,
     build_for_profile,
     count_costs,
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the torch.compile-d video tower (fp32)")
     parser.add_argument("--routes", nargs="+", choices=["onednn", "torch"],
-                        help="fp32 GEMM routes to compare (default: this machine's, suite.cpu)")
+                        help="fp32 GEMM routes to compare (default: this machine's, suite.cost.cpu)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--decode-rates", type=Path,
                         help="JSON rows of benchmarks/decode.py to add to the table")

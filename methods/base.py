@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tempme.encoder import masked_mean
-from tempme.lora import fold_lora
+from cliptools.lora import fold_lora
+from cliptools.towers import masked_mean
 
 
 def encode_text_tokens(clip: Any, ids: torch.Tensor) -> torch.Tensor:

@@ -63,11 +63,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cliptools.lora import add_lora
+from cliptools.towers import check_vision_transformer, embed_images, masked_mean, vision_depth
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
-from methods.tempme import vision_depth
-from tempme.encoder import check_vision_transformer, embed_images, masked_mean
-from tempme.lora import add_lora
 
 # -- k-medoids ----------------------------------------------------------------------------------
 

@@ -63,10 +63,10 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
+from cliptools.tokens import LayerTokens
+from cliptools.towers import check_vision_transformer, embed_images
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
-from tempme.encoder import check_vision_transformer, embed_images
-from tempme.schedule import LayerTokens
 
 LATENTS = ("transformer", "linear")
 

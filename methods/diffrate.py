@@ -30,7 +30,7 @@ as inference runs.
 Cost: ``cost="official"`` measures the official formula (``calculate_flop_training``: per
 block ``4NC^2 + 2N^2C`` before and ``8NC^2``, here ``2NCH``, after compression, patch embedding,
 projection; gradients through ``STE_Min``); ``cost="counted"`` (default) measures what the
-suite's counter (fvcore, suite.flops) counts for the real forward: the formula plus each
+suite's counter (fvcore, suite.cost.flops) counts for the real forward: the formula plus each
 merge's similarity product and scatter-adds and the layer norms, minus the formula's extra
 patch-embedding token (0.3% more on ViT-B/32, 3% on tiny-clip; equal to the count exactly, as
 tested). So the target is met as ``suite profile`` measures it.
@@ -64,11 +64,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cliptools.lora import add_lora, attention_module, fused_in_proj
+from cliptools.tokens import LayerTokens
+from cliptools.towers import check_vision_transformer, embed_images, masked_mean
 from methods.base import RetrievalModel, SearchPhase, backbone_parameter_ids
 from methods.registry import Method
-from tempme.encoder import check_vision_transformer, embed_images, masked_mean
-from tempme.lora import add_lora, attention_module, fused_in_proj
-from tempme.schedule import LayerTokens
 
 # TempMe's video GFLOPs (multiply-adds, 12 frames) as the suite measures them (README).
 TEMPME_GFLOPS = {"ViT-B-32": 34.76, "ViT-B-16": 121.8, "tiny-clip": 0.0747}
@@ -84,7 +84,7 @@ class DiffRateConfig:
     ``flops_weight``: lambda of the FLOPs penalty (None: 5, scaled on tiny-clip);
     ``prune_kept`` / ``merge_kept``: a fixed schedule (tokens kept after each block's pruning
     and merging, CLS included), no search; ``cost``: what the FLOPs penalty measures,
-    "counted" (suite.flops' count) or "official" (the official formula); ``rank``: LoRA rank
+    "counted" (suite.cost.flops' count) or "official" (the official formula); ``rank``: LoRA rank
     of both towers."""
 
     target_gflops: float | None = None
@@ -254,7 +254,7 @@ class DiffRateVideoEncoder(nn.Module):
 
         ``counted=False``: the official formula (``calculate_flop_training`` / ``_inference``;
         the MLP term is ``2NCH`` for an MLP of width H, ``8NC^2`` on CLIP). ``counted=True``
-        (the default): what suite.flops (fvcore) counts for the real forward, which is the
+        (the default): what suite.cost.flops (fvcore) counts for the real forward, which is the
         formula plus each merge's similarity product and scatter-adds and the layer norms (5
         per element), minus the formula's one extra token of patch embedding (together 0.3% on
         ViT-B/32, 3% on tiny-clip).
@@ -582,7 +582,7 @@ def validate(config: DiffRateConfig, backbone: str, frames: int) -> None:
     if config.prune_kept is None:
         target_of(config, backbone, frames)
     else:
-        from methods.tempme import vision_depth
+        from cliptools.towers import vision_depth
 
         depth = vision_depth(backbone)
         for name in ("prune_kept", "merge_kept"):

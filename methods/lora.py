@@ -7,9 +7,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from cliptools.lora import add_lora
 from methods.base import MeanPoolVideoEncoder, RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
-from tempme.lora import add_lora
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ The forward is :class:`PromptedVideoEncoder`, which reuses the tower's own modul
 ``class_embedding``, ``positional_embedding``, ``patch_dropout``, ``ln_pre``, the blocks,
 ``ln_post``, ``proj``) and never changes them. With ``num_prompts = 0`` it is the tower's forward.
 
-Text: ``tempme.lora.add_lora`` targets every fused qkv projection of the module it is given, so
+Text: ``cliptools.lora.add_lora`` targets every fused qkv projection of the module it is given, so
 calling it on ``clip.transformer`` (the text tower alone) gives rank-``rank`` LoRA on the text
 tower exactly as the ``lora`` baseline has it, and nothing on the vision tower; it folds away at
 inference. Prompts cannot be folded: the prompt tokens cost extra multiply-adds in every block.
@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from cliptools.lora import add_lora
+from cliptools.towers import check_vision_transformer, masked_mean
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
-from tempme.encoder import check_vision_transformer, masked_mean
-from tempme.lora import add_lora
 
 
 @dataclass(frozen=True)

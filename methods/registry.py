@@ -14,19 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import methods as _package
+from suite.common.typed import typed
+from suite.errors import DuplicateMethodError, UnknownMethodError
 
 _NOT_METHODS = {"registry", "base", "common"}
-
-
-class UnknownMethodError(KeyError):
-    """Asked for a method name that no module provides."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class DuplicateMethodError(ValueError):
-    """Two registrations under the same name."""
 
 
 @dataclass(frozen=True)
@@ -79,26 +70,6 @@ class Method:
         config = typed("method.", self.config_cls, values)
         self.validate(config, backbone, frames)
         return config
-
-
-def typed(prefix: str, config_cls: Any, values: dict[str, Any]) -> Any:
-    """``config_cls(**values)`` with every value checked against the field's type and range
-    (pydantic reads the dataclass annotations, e.g. ``Annotated[int, Field(ge=1)]``): ``2.5``
-    is not an int, ``"abc"`` not a number, ``true`` only a bool. The first problem is a
-    ValueError of one line naming ``prefix`` + the field (``method.rank``)."""
-    from pydantic import TypeAdapter, ValidationError
-
-    fields = config_cls.__dataclass_fields__
-    for name, value in values.items():
-        if isinstance(value, bool) and "bool" not in str(fields[name].type):
-            raise ValueError(f"{prefix}{name}: must be a number, not {str(value).lower()}")
-    try:
-        return TypeAdapter(config_cls).validate_python(values)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = ".".join(str(p) for p in error["loc"][:1])
-        message = error["msg"].replace("Input should be", "must be")
-        raise ValueError(f"{prefix}{name}: {message} (got {error.get('input')!r})") from None
 
 
 # Data policies that pad short clips with masked black frames (suite.data.video).

@@ -20,11 +20,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cliptools.lora import add_lora
+from cliptools.towers import vision_depth
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
 from tempme.defaults import default_schedule
 from tempme.encoder import TempMeOutput, TempMeVideoEncoder
-from tempme.lora import add_lora
 from tempme.schedule import TempMeSchedule
 
 SCHEDULE_FIELDS = ("imgme_r", "clip_layers", "clip_groups", "ratio_cross", "ratio_intra",
@@ -54,20 +55,6 @@ class TempMeConfig(ScheduleConfig):
     base: Literal["lora", "prompt", "adapter"] = "lora"
     num_prompts: int | None = None
     bottleneck: int | None = None
-
-
-def vision_depth(backbone: str) -> int:
-    """Number of blocks of an open_clip vision tower, read from its config (no model built).
-
-    Embedded configs (tiny-clip) must be registered first (``suite.backbone``); an unknown name
-    is an error rather than a guess, so that no schedule is validated against the wrong depth.
-    """
-    import open_clip
-
-    config = open_clip.get_model_config(backbone)
-    if config is None:
-        raise ValueError(f"unknown backbone {backbone!r}: open_clip has no config for it")
-    return int(config.get("vision_cfg", {}).get("layers", 12))
 
 
 def schedule_of(config: ScheduleConfig, backbone: str, frames: int) -> TempMeSchedule:

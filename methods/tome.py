@@ -7,7 +7,7 @@ so this method runs :class:`tempme.encoder.TempMeVideoEncoder` with such a sched
 position embeddings, nothing joins frames).
 
 The default ``r`` per backbone makes ToMe cost about what TempMe costs, for a comparison at equal
-compute (multiply-adds of the video tower for 12 frames, counted by suite.flops): ViT-B/32 r = 3
+compute (multiply-adds of the video tower for 12 frames, counted by suite.cost.flops): ViT-B/32 r = 3
 gives 33.8 GMACs and 12 x 14 output tokens against TempMe's 34.8 and 1 x 97 (unmerged 53.0);
 ViT-B/16 r = 13 gives 124.6 against TempMe's 121.8; tiny-clip uses r = 3.
 
@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cliptools.lora import add_lora
+from cliptools.towers import vision_depth
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
-from methods.tempme import vision_depth
 from tempme.encoder import TempMeVideoEncoder
-from tempme.lora import add_lora
 from tempme.schedule import TempMeSchedule
 
 DEFAULT_R = {"ViT-B-32": 3, "ViT-B-16": 13, "tiny-clip": 3}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.errors import ReportError
-from suite.files import write_atomic
+from suite.common.files import write_atomic
+from suite.errors import ReportError
 
 
 def write_report(table: pd.DataFrame, fmt: str, folder: Path) -> list[Path]:

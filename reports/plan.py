@@ -3,7 +3,7 @@ against the baseline row, the published figures beside ours, and its R-Sum vs GF
 
 Reads MLflow only. What the plan expects (rows, the config digest of every run, knob values,
 reference figures) comes in as a :class:`PlanSpec` of plain values, made by the caller from the
-plan file (suite.plans); a run counts for a row when it is FINISHED, tagged with the plan and
+plan file (suite.orchestrate.plans); a run counts for a row when it is FINISHED, tagged with the plan and
 has one of the row's digests (the latest run of each digest, so a run done twice counts once).
 Runs of an older version of the plan (another digest) are left out.
 """
@@ -19,9 +19,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from reports import tables
-from reports.errors import ReportError
 from reports.runs import _check_store, _tracking_uri, tidy
 from reports.tables import COLUMNS, FORMATS, GFLOPS, RSUM, TEST_MARK, TEST_NOTE
+from suite.errors import ReportError
 
 #: Columns of an ablation table (the paper's style: the knobs, then the figures that move).
 ABLATION = ("R@1", "R@5", "R@10", "MdR", "MnR", RSUM, GFLOPS, "tokens", "trainable params")
@@ -173,7 +173,7 @@ def render_plan(spec: PlanSpec, table: pd.DataFrame, fmt: str) -> str:
 def write_plan_report(spec: PlanSpec, table: pd.DataFrame, fmt: str, folder: Path) -> list[Path]:
     """``<plan>.<ext>`` and the R-Sum vs GFLOPs plot of the plan's rows in ``folder``."""
     from reports.plots import rsum_vs_gflops
-    from suite.files import write_atomic
+    from suite.common.files import write_atomic
 
     text = render_plan(spec, table, fmt)
     if folder.exists() and not folder.is_dir():

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from reports.tables import GFLOPS, RSUM, TEST_MARK, TEST_NOTE
-from suite.files import write_atomic
+from suite.common.files import write_atomic
 
 
 def rsum_vs_gflops(table: pd.DataFrame, folder: Path) -> list[Path]:

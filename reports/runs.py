@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from reports.errors import ReportError
+from suite.errors import ReportError
 
 #: Identity columns of the tidy frame; every other column is an MLflow metric by its own name.
 ID_COLUMNS = ["method", "dataset", "backbone", "selected_on", "preset", "seed", "run_id",

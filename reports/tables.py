@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from reports.errors import ReportError
+from suite.errors import ReportError
 
 RSUM = "R-Sum"
 GFLOPS = "GFLOPs (MACs)"

@@ -35,7 +35,7 @@ _HOMES = {
     "default_schedule": "tempme.defaults",
     "generic_schedule": "tempme.defaults",
     "known_backbones": "tempme.defaults",
-    "LayerTokens": "tempme.schedule",
+    "LayerTokens": "cliptools.tokens",
     "ScheduleError": "tempme.schedule",
     "TempMeSchedule": "tempme.schedule",
     "ratio_count": "tempme.schedule",
@@ -47,7 +47,7 @@ _HOMES = {
     "TempMeOutput": "tempme.encoder",
     "TempMeVideoEncoder": "tempme.encoder",
     "baseline_video_embedding": "tempme.encoder",
-    "masked_mean": "tempme.encoder",
+    "masked_mean": "cliptools.towers",
 }
 
 

@@ -5,7 +5,7 @@ The encoder wraps the open_clip visual tower instead of patching it: it reuses t
 modules (patch embedding, blocks' ``ln_1``/``attn``/``ls_1``/``ln_2``/``mlp``/``ls_2``, ``ln_post``,
 ``proj``) in its own forward and never changes them, so the tower keeps working as before and
 "unpatching" is simply using ``encoder.visual`` directly. The only new weights are the clip
-position embeddings. Attention weights are read through :func:`tempme.lora.fused_in_proj`, so an
+position embeddings. Attention weights are read through :func:`cliptools.lora.fused_in_proj`, so an
 unmerged peft LoRA trains through this forward exactly as through the tower's own.
 
 State is explicit: every forward starts from the frames and carries (features, sizes, CLS count
@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tempme.lora import attention_module, fused_in_proj
+from cliptools.lora import attention_module, fused_in_proj
+from cliptools.towers import check_vision_transformer, embed_images, masked_mean
 from tempme.merge import (
     bipartite_soft_matching,
     merge_sources,
@@ -31,12 +32,6 @@ from tempme.merge import (
     proportional_attention,
 )
 from tempme.schedule import LayerTokens, TempMeSchedule, ratio_count
-
-
-def masked_mean(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over frames (B, F, D) of the frames ``mask`` (B, F) marks as real (no renormalising)."""
-    weights = mask.to(embeddings.dtype).unsqueeze(-1)
-    return (embeddings * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 def baseline_video_embedding(visual: nn.Module, frames: torch.Tensor, mask: torch.Tensor
@@ -48,16 +43,6 @@ def baseline_video_embedding(visual: nn.Module, frames: torch.Tensor, mask: torc
     if isinstance(out, tuple):  # output_tokens=True towers return (pooled, tokens)
         out = out[0]
     return masked_mean(F.normalize(out.view(b, f, -1), dim=-1), mask)
-
-
-def embed_images(visual: Any, images: torch.Tensor) -> torch.Tensor:
-    """Patch + CLS + position embeddings and ln_pre of an open_clip ``VisionTransformer``, as
-    the tower does before its blocks (no patch dropout): (N, 3, H, W) -> (N, 1 + P, C)."""
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))
-    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-    cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    return visual.ln_pre(x)
 
 
 @dataclass
@@ -85,16 +70,6 @@ def _join(t: torch.Tensor, group: int, cls: int) -> torch.Tensor:
     head = t[:, :, :cls].reshape(rows // group, group * cls, *t.shape[3:])
     tail = t[:, :, cls:].reshape(rows // group, group * (n - cls), *t.shape[3:])
     return torch.cat([head, tail], dim=1)
-
-
-def check_vision_transformer(visual: Any) -> None:
-    """Raise unless ``visual`` has the open_clip ``VisionTransformer`` parts that encoders
-    reusing the tower's modules read by name."""
-    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer",
-              "ln_post", "proj")
-    missing = [name for name in needed if not hasattr(visual, name)]
-    if missing:
-        raise TypeError(f"expected an open_clip VisionTransformer, missing {', '.join(missing)}")
 
 
 def _check_visual(visual: Any) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
+from cliptools.tokens import LayerKind, LayerTokens
 from tempme.merge import max_merge
-
-LayerKind = Literal["imgme", "clipme", "later"]
 
 
 class ScheduleError(ValueError):
@@ -29,23 +28,6 @@ def ratio_count(ratio: float, tokens: int) -> int:
     0.3 x 30 = 9 is not truncated to 8 (0.3 * 30 may evaluate to 8.999...).
     """
     return int(math.floor(ratio * tokens + 1e-9))
-
-
-@dataclass(frozen=True)
-class LayerTokens:
-    """One row of the token table: tokens per sequence through one block.
-
-    ``tokens_in`` is counted after ClipMe joined the sequences (so ``sequences`` is the count
-    after joining); ``after_cross`` is ``None`` except in ClipMe layers; ``after_intra`` is what
-    leaves the block.
-    """
-
-    layer: int
-    kind: LayerKind
-    sequences: int
-    tokens_in: int
-    after_cross: int | None
-    after_intra: int
 
 
 @dataclass(frozen=True)

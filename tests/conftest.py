@@ -21,7 +21,7 @@ def tiny_clip():
     import open_clip
     import torch
 
-    from suite.embedded import register_embedded_configs
+    from suite.models.embedded import register_embedded_configs
 
     register_embedded_configs()
     torch.manual_seed(0)

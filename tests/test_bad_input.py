@@ -107,11 +107,11 @@ def test_report_out_into_a_file_is_one_line(tmp_path):
 
 
 def test_ctrl_c_exits_130(monkeypatch):
-    import suite.engine
+    import suite.job.engine
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(suite.engine, "run", interrupted)
+    monkeypatch.setattr(suite.job.engine, "run", interrupted)
     result = runner.invoke(app, RUN)
     assert result.exit_code == 130

@@ -1,4 +1,4 @@
-"""suite.cpu: the oneDNN GEMM route gives torch's results (float64 reference) for every operator
+"""suite.cost.cpu: the oneDNN GEMM route gives torch's results (float64 reference) for every operator
 it takes over, forward and backward, declines what it does not handle, and is chosen from the
 measured peaks; denormal flushing reaches every thread; freed memory is reused."""
 
@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from methods import registry
-from suite import cpu
+from suite.cost import cpu
+from suite.cost.peak import Peaks
 from suite.errors import UserError
-from suite.peak import Peaks
 
 pytestmark = pytest.mark.skipif(not cpu.onednn_available(), reason="torch built without oneDNN")
 
@@ -142,10 +142,10 @@ def fake_peaks(torch_rate, onednn_rate, bf16=1e11):
 ])
 def test_the_route_follows_the_setting_and_the_measured_peaks(monkeypatch, setting, torch_rate,
                                                               onednn_rate, route):
-    import suite.peak
+    import suite.cost.peak
 
     monkeypatch.setenv("SUITE_CPU_GEMM", setting)
-    monkeypatch.setattr(suite.peak, "machine_peaks",
+    monkeypatch.setattr(suite.cost.peak, "machine_peaks",
                         lambda device: fake_peaks(torch_rate, onednn_rate))
     assert cpu.gemm_route(torch.device("cpu")) == route
     assert cpu.settings(torch.device("cpu"))["cpu_gemm"] == route
@@ -155,10 +155,10 @@ def test_the_route_follows_the_setting_and_the_measured_peaks(monkeypatch, setti
 
 def test_auto_keeps_torchs_route_for_narrow_models(monkeypatch, tiny_clip):
     """Below ONEDNN_MIN_WIDTH the route's per-operator cost outweighs its faster products."""
-    import suite.peak
+    import suite.cost.peak
 
     monkeypatch.setenv("SUITE_CPU_GEMM", "auto")
-    monkeypatch.setattr(suite.peak, "machine_peaks", lambda device: fake_peaks(1e11, 2.3e11))
+    monkeypatch.setattr(suite.cost.peak, "machine_peaks", lambda device: fake_peaks(1e11, 2.3e11))
     wide = torch.nn.Sequential(torch.nn.Linear(cpu.ONEDNN_MIN_WIDTH, 8))
     assert cpu.widest_layer(tiny_clip) == 8 * 8 * 3  # the patch embedding: 3 x 8 x 8
     assert cpu.gemm_route(torch.device("cpu"), tiny_clip) == "torch"
@@ -179,7 +179,7 @@ def test_bad_settings_are_user_errors(monkeypatch, name, value):
 
 FLUSH_PROBE = """
 import json, resource, torch
-from suite import cpu
+from suite.cost import cpu
 cpu.configure_process()
 torch.set_num_threads(2)
 x = torch.full((4_000_000,), 1e-39)  # denormal

@@ -90,8 +90,8 @@ def batch():
 def gradient_worker(rank, world, init_file, out_folder):
     import torch.distributed as dist
 
-    from suite.distributed import Processes, data_parallel, gather_batch
-    from suite.loss import symmetric_infonce
+    from suite.job.distributed import Processes, data_parallel, gather_batch
+    from suite.models.loss import symmetric_infonce
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
@@ -112,7 +112,7 @@ def test_data_parallel_gradients_equal_the_single_process_gradient_of_the_global
         tmp_path):
     """DistributedDataParallel with the differentiable all-gather: every process ends with
     exactly the gradient one process computes on the whole global batch (float64)."""
-    from suite.loss import symmetric_infonce
+    from suite.models.loss import symmetric_infonce
 
     torch.multiprocessing.spawn(gradient_worker, args=(2, str(tmp_path / "init"), str(tmp_path)),
                                 nprocs=2)
@@ -139,7 +139,7 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused(tmp_path):
 def rows_worker(rank, world, init_file, out_folder):
     import torch.distributed as dist
 
-    from suite.distributed import Processes, gather_rows, share
+    from suite.job.distributed import Processes, gather_rows, share
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from suite.files import write_atomic
+from suite.common.files import write_atomic
 
 
 def test_a_crash_while_writing_keeps_the_old_file(tmp_path):

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods import registry
-from suite.embedded import quiet_logging
-from suite.flops import UncountedOperatorError, count_macs
-from suite.profiling import dummy_video, output_tokens
+from suite.cost.flops import count_macs
+from suite.cost.profiling import dummy_video, output_tokens
+from suite.errors import UncountedOperatorError
+from suite.models.embedded import quiet_logging
 
 
 class ExplicitAttention(nn.Module):

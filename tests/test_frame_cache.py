@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from video_fixtures import frame_indices, make_msrvtt, write_video
 
-from suite.config import RunConfig
 from suite.data.cards import load_card
 from suite.data.frame_cache import CACHE_FORMATS, FrameCache, decode, encode, frames_dir
+from suite.data.prepare import prepare
 from suite.data.registry import load_split
 from suite.data.video import read_clip
 from suite.errors import UserError
-from suite.prepare import prepare
+from suite.job.config import RunConfig
 
 # JPEG quality 95 without chroma subsampling, on decoded video frames at 224 px: measured
 # in benchmarks/results/decode.md (up to about 20 levels, mean under 1.5).

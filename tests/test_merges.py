@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from methods import registry
 from suite.cli import app
-from suite.merges import merge_map, overlay
+from suite.job.merges import merge_map, overlay
 from tempme.encoder import TempMeVideoEncoder
 from tempme.schedule import TempMeSchedule
 

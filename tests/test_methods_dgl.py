@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from methods import registry
 from suite.cli import app
-from suite.engine import symmetric_infonce
-from suite.flops import count_macs
+from suite.cost.flops import count_macs
+from suite.job.engine import symmetric_infonce
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("dgl_reference", FIXTURES / "dgl_reference.py")

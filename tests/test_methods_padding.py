@@ -9,8 +9,8 @@ from methods import registry
 from methods.centerclip import CenterClipVideoEncoder
 from methods.tome import schedule_of
 from suite.cli import app
-from suite.config import RunConfig
 from suite.errors import UserError
+from suite.job.config import RunConfig
 from tempme.encoder import TempMeVideoEncoder
 
 
@@ -121,7 +121,7 @@ def test_the_run_check_refuses_only_methods_that_cannot_take_padding(name, refus
 
 def test_a_run_of_tempme_with_the_padding_policy_is_refused_before_anything(tmp_path,
                                                                             monkeypatch):
-    from suite import engine
+    from suite.job import engine
 
     config = RunConfig(method="tempme", dataset="msrvtt", backbone="tiny-clip",
                        data_root=str(tmp_path), data_options={"policy": "clip4clip"})

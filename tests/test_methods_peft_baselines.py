@@ -11,7 +11,7 @@ from methods import registry
 from methods.adapter import AdaptedMLP, remove_adapters
 from methods.base import encode_text_tokens
 from suite.cli import app
-from suite.loss import symmetric_infonce
+from suite.models.loss import symmetric_infonce
 
 
 def build(name, clip, backbone="tiny-clip", frames=4, **options):

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cliptools.towers import embed_images
 from methods import registry
 from methods.centerclip import CenterClipVideoEncoder, kkz_start, kmedoids, pairwise_distances
-from tempme.encoder import baseline_video_embedding, embed_images
+from tempme.encoder import baseline_video_embedding
 
 
 def build(name, clip, backbone, frames, **options):
@@ -236,7 +237,7 @@ def test_frames_of_one_segment_see_each_other_after_clustering(tiny_clip):
 def test_centerclip_defaults_follow_the_official_script_on_vit_b_32():
     """scripts/msrvtt.sh configuration 80: block 8 (1-based), 4 segments of 49 medoids,
     threshold 1e-6, 100 iterations, full fine-tuning; 200 output tokens."""
-    from suite.profiling import output_tokens
+    from suite.cost.profiling import output_tokens
 
     config = registry.get("centerclip").make_config("ViT-B-32", 12, {})
     assert (config.cluster_layer, config.segments, config.clusters, config.max_iters,
@@ -253,8 +254,8 @@ def test_centerclip_cost_on_vit_b_32_counts_the_clustering():
     """fvcore's multiply-adds: per frame up to block 7, four 50-token sequences after it, the
     pairwise distances of each segment's 147 patch tokens (the k-medoids rounds are element-wise
     work, not counted, like every method's), and the CLS projection; fvcore adds LayerNorm."""
-    from suite.flops import count_macs
-    from suite.profiling import dummy_video
+    from suite.cost.flops import count_macs
+    from suite.cost.profiling import dummy_video
 
     model = build("centerclip", open_clip.create_model("ViT-B-32"), "ViT-B-32", 12).eval()
     count = count_macs(model.video_encoder, dummy_video(1, 12, 224, torch.device("cpu")))
@@ -363,7 +364,7 @@ def test_a_fresh_process_checks_tiny_clip_options_against_its_real_depth():
 
 
 def test_vision_depth_of_an_unknown_backbone_is_an_error():
-    from methods.tempme import vision_depth
+    from cliptools.towers import vision_depth
 
     with pytest.raises(ValueError, match="unknown backbone 'ViT-Q-99'"):
         vision_depth("ViT-Q-99")

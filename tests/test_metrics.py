@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from suite.metrics import query_ranks, retrieval_metrics
+from suite.job.metrics import query_ranks, retrieval_metrics
 
 
 def brute_force_rank(scores: list[float], positive: list[bool]) -> int:
@@ -131,7 +131,7 @@ def brute_force_dual_softmax(sims: np.ndarray, temperature: float = 100.0) -> np
 
 
 def test_dual_softmax_equals_a_float64_loop_and_is_reported_apart():
-    from suite.metrics import dual_softmax, dual_softmax_metrics
+    from suite.job.metrics import dual_softmax, dual_softmax_metrics
 
     rng = np.random.default_rng(5)
     sims = rng.uniform(-0.2, 0.4, (14, 9))
@@ -198,7 +198,7 @@ def clip4clip_video_to_text(padded: np.ndarray) -> dict[str, float]:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_literature_metrics_equal_clip4clip_single_caption(seed):
-    from suite.metrics import literature_metrics
+    from suite.job.metrics import literature_metrics
 
     rng = np.random.default_rng(seed)
     sims = rng.normal(size=(40, 40))  # continuous: no ties
@@ -211,7 +211,7 @@ def test_literature_metrics_equal_clip4clip_single_caption(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_literature_metrics_equal_clip4clip_several_captions(seed):
-    from suite.metrics import literature_metrics
+    from suite.job.metrics import literature_metrics
 
     rng = np.random.default_rng(seed)
     videos = 37

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from suite.optim import BertAdam, TempMeAdamW, make_optimizer, parameter_groups
+from suite.job.optim import BertAdam, TempMeAdamW, make_optimizer, parameter_groups
 
 
 def tempme_adamw_reference(p, grads, lr, wd, betas=(0.9, 0.999), eps=1e-6):
@@ -80,7 +80,7 @@ def test_tempme_adamw_equals_the_official_update_and_differs_from_torch():
 
 
 def test_bertadam_with_its_schedule_equals_clip4clip():
-    from suite.optim import warmup_cosine_schedule
+    from suite.job.optim import warmup_cosine_schedule
 
     p0, grads = random_problem(1)
     total, warmup, lr = len(grads), 0.1, 1e-3
@@ -122,10 +122,10 @@ def test_make_optimizer_builds_each_with_its_schedule(name):
 
 def tiny_trainer(tiny_clip, **train):
     from methods.registry import get
-    from suite.backbone import Backbone
-    from suite.config import apply_overrides, base_for
     from suite.data.cards import load_card
-    from suite.engine import Trainer
+    from suite.job.config import apply_overrides, base_for
+    from suite.job.engine import Trainer
+    from suite.models.backbone import Backbone
 
     config = apply_overrides(base_for("lora", "synthetic"),
                              {f"train.{k}": v for k, v in train.items()})
@@ -168,7 +168,7 @@ def batch(trainer):
 
 def test_the_gradient_applied_is_the_true_one_divided_by_grad_divisor(tiny_clip):
     """The official runs' effective gradient (true / 4) as a setting, before clipping."""
-    from suite.device import grad_scaler
+    from suite.cost.device import grad_scaler
 
     grads = {}
     for divisor in (1.0, 4.0):
@@ -184,8 +184,8 @@ def test_the_gradient_applied_is_the_true_one_divided_by_grad_divisor(tiny_clip)
 
 
 def test_a_non_finite_loss_stops_training(tiny_clip, monkeypatch):
-    from suite.device import grad_scaler
-    from suite.engine import TrainingDiverged
+    from suite.cost.device import grad_scaler
+    from suite.errors import TrainingDiverged
 
     trainer = tiny_trainer(tiny_clip)
     params = trainer.model.trainable_parameters()

@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
-from suite import ownership, sweep, tracking
 from suite.cli import app
+from suite.job import ownership, tracking
+from suite.orchestrate import sweep
 
 runner = CliRunner()
 SUITE = str(Path(sys.executable).parent / "suite")
@@ -88,7 +89,7 @@ def test_five_processes_create_one_experiment_at_once(tmp_path):
     """Five processes open a store that does not exist yet and create the same experiment in
     the same millisecond (before: three of five crashed)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ids = at_once(tmp_path, 5, "from suite.tracking import open_experiment",
+    ids = at_once(tmp_path, 5, "from suite.job.tracking import open_experiment",
                   f"print(open_experiment({uri!r}, 'shared'))")
     client = MlflowClient(uri)
     assert ids == [client.get_experiment_by_name("shared").experiment_id] * 5
@@ -129,7 +130,7 @@ def test_workers_open_a_new_sqlite_optuna_storage_at_once(tmp_path):
     """Several workers open a study in a SQLite storage that does not exist yet (before: all
     but one failed in the storage's first migration)."""
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    names = at_once(tmp_path, 4, "from suite.sweep import open_study",
+    names = at_once(tmp_path, 4, "from suite.orchestrate.sweep import open_study",
                     f"print(open_study('s', {url!r}, 'lora', 'synthetic').study_name)")
     assert names == ["s"] * 4
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["s"]
@@ -169,8 +170,8 @@ def test_a_trial_below_the_median_is_pruned(tmp_path, monkeypatch):
     """--pruner median: five finished trials reached the best possible R-Sum (300) after one
     epoch; an untrained-from-random trial on 16 validation videos falls below it and is
     pruned after its first epoch: PRUNED in Optuna, KILLED with a pruned tag in MLflow."""
-    from suite import engine
-    from suite.profiling import InferenceCost
+    from suite.cost.profiling import InferenceCost
+    from suite.job import engine
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(engine, "measure_inference",
@@ -315,7 +316,7 @@ def test_a_run_is_not_resumed_twice_at_once(store, tmp_path, monkeypatch):
 
 
 def test_resume_checks_the_store_before_reading_any_checkpoint(store, tmp_path, monkeypatch):
-    from suite import checkpoint
+    from suite.job import checkpoint
 
     folder = tmp_path / "checkpoints" / "0123abcd"
     folder.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""suite.peak: matmul peaks measured once per machine (processor, flags, threads, torch) and
+"""suite.cost.peak: matmul peaks measured once per machine (processor, flags, threads, torch) and
 cached; a slow route is not timed at full size."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from suite import peak
-from suite.peak import Peaks
+from suite.cost import peak
+from suite.cost.peak import Peaks
 
 CPU = torch.device("cpu")
 

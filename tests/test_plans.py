@@ -13,7 +13,7 @@ from methods.registry import discover
 from reports.plan import PlanRow, PlanSpec, plan_table, render_plan
 from suite.cli import app
 from suite.errors import UserError
-from suite.plans import available, expand, knob_value, load_plan
+from suite.orchestrate.plans import available, expand, knob_value, load_plan
 
 runner = CliRunner()
 

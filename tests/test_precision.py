@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from methods import registry
 from suite.cli import app
-from suite.device import autocast, cast_weights_once, grad_scaler, resolve_precision
+from suite.cost.device import autocast, cast_weights_once, grad_scaler, resolve_precision
+from suite.cost.peak import Peaks
 from suite.errors import UserError
-from suite.peak import Peaks
 
 CPU = torch.device("cpu")
 
@@ -32,11 +32,11 @@ def test_auto_trains_fp32_on_cpu_and_fp16_on_cuda():
 ])
 def test_auto_evaluates_bf16_on_cpu_where_measured_much_faster(monkeypatch, bf16_rate,
                                                                 evaluates):
-    import suite.peak
+    import suite.cost.peak
 
     peaks = Peaks("cpu", 2, torch.__version__,
                   {"fp32/torch": 1e11, "fp32/onednn": 2.3e11, "bf16": bf16_rate})
-    monkeypatch.setattr(suite.peak, "machine_peaks", lambda device: peaks)
+    monkeypatch.setattr(suite.cost.peak, "machine_peaks", lambda device: peaks)
     assert resolve_precision("auto", CPU, "eval") == evaluates
     assert resolve_precision("auto", CPU, "train") == "fp32"  # training stays fp32
 

@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 from video_fixtures import frame_indices, make_activitynet, make_msrvtt, write_video
 
 import suite.data.cards
-import suite.prepare
+import suite.data.prepare
 from suite.cli import app
-from suite.config import RunConfig
 from suite.data.cards import load_card
+from suite.data.prepare import prepare
 from suite.data.registry import load_split
 from suite.data.video import read_clip
-from suite.prepare import prepare
+from suite.job.config import RunConfig
 
 runner = CliRunner()
 OPTS = {"size": 32}  # small frames; the frame cache key includes the size
@@ -78,7 +78,7 @@ def test_cache_is_written_and_used_by_runs_automatically(tmp_path, monkeypatch):
 
 def test_interrupted_prepare_resumes_where_it_stopped(tmp_path, monkeypatch):
     fx = make_activitynet(tmp_path / "anet")
-    real_check, calls = suite.prepare._check, []
+    real_check, calls = suite.data.prepare._check, []
 
     def interrupted(*args):
         calls.append(args[0])
@@ -86,10 +86,10 @@ def test_interrupted_prepare_resumes_where_it_stopped(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_check(*args)
 
-    monkeypatch.setattr(suite.prepare, "_check", interrupted)
+    monkeypatch.setattr(suite.data.prepare, "_check", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare("activitynet", str(fx.root), OPTS, frames=4, cache=True, show_progress=False)
-    monkeypatch.setattr(suite.prepare, "_check", real_check)
+    monkeypatch.setattr(suite.data.prepare, "_check", real_check)
     report = prepare("activitynet", str(fx.root), OPTS, frames=4, cache=True,
                      show_progress=False)
     assert report.resumed == 3 and report.checked == 11 - 3  # 12 videos listed, one missing
@@ -181,7 +181,7 @@ def test_cli_prepare_user_errors_are_one_line(tmp_path, args, fragment):
 
 
 def test_split_sources_say_where_each_split_comes_from():
-    from suite.prepare import split_sources
+    from suite.data.prepare import split_sources
 
     assert split_sources("msrvtt", "train", 0.05) == {
         "train": "train minus 5% held out", "val": "5% of train (seeded)", "test": "test"}

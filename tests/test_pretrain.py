@@ -2,8 +2,8 @@
 
 import torch
 
-from suite.backbone import load_backbone
-from suite.pretrain import PretrainRecipe, checkpoint_path, pretrain, pretrained_checkpoint
+from suite.models.backbone import load_backbone
+from suite.models.pretrain import PretrainRecipe, checkpoint_path, pretrain, pretrained_checkpoint
 
 QUICK = PretrainRecipe(steps=3, batch_size=16, images=64)
 
@@ -31,7 +31,7 @@ def test_checkpoint_is_cached_by_recipe_and_reused(tmp_path, monkeypatch):
 
 def test_synthetic_tag_loads_the_cached_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr("suite.pretrain.PretrainRecipe", lambda: QUICK)
+    monkeypatch.setattr("suite.models.pretrain.PretrainRecipe", lambda: QUICK)
     backbone = load_backbone("tiny-clip", "synthetic", show_progress=False)
     saved = torch.load(checkpoint_path("tiny-clip", QUICK), weights_only=True)
     assert torch.equal(backbone.model.visual.conv1.weight, saved["visual.conv1.weight"])

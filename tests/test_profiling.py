@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from suite.cli import app
-from suite.peak import machine_peaks
-from suite.profiling import Timing, time_calls
+from suite.cost.peak import machine_peaks
+from suite.cost.profiling import Timing, time_calls
 
 runner = CliRunner()
 
@@ -82,7 +82,7 @@ def test_profile_all_lists_every_method_and_merging_saves_work():
 PEAK_PROBE = """
 import json, sys, time
 import torch
-from suite import profiling
+from suite.cost import profiling
 if sys.argv[1] == "sampling":
     profiling._reset_high_water_mark = lambda: False
 cpu = torch.device("cpu")
@@ -132,7 +132,7 @@ def test_profile_markdown_table_has_a_row_per_method():
 
 def test_the_compiled_tower_gives_the_eager_embeddings_and_is_put_back(tiny_clip):
     from methods import registry
-    from suite.profiling import compiled_video_tower
+    from suite.cost.profiling import compiled_video_tower
 
     spec = registry.get("tempme")
     model = spec.build(tiny_clip, spec.make_config("tiny-clip", 4, {}), 4, "tiny-clip")

@@ -8,7 +8,7 @@ from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
 from suite.cli import app
-from suite.selection import Selection
+from suite.job.selection import Selection
 
 runner = CliRunner()
 TINY = ["--pretrained", "none", "--epochs", "2", "--batch-size", "4", *TINY_DATA, "--json"]

@@ -13,11 +13,10 @@ from typer.testing import CliRunner
 from video_fixtures import MAKERS, frame_indices, read_code, write_corrupt, write_video
 
 from suite.cli import app
-from suite.config import RunConfig, TrainConfig
 from suite.data.cards import load_card
 from suite.data.registry import load_split
-from suite.data.video import BadVideoError
-from suite.errors import UserError
+from suite.errors import BadVideoError, UserError
+from suite.job.config import RunConfig, TrainConfig
 
 runner = CliRunner()
 DATASETS = list(MAKERS)
@@ -376,8 +375,8 @@ def test_training_augmentation_keeps_shapes(fixtures):
 def test_skipped_videos_are_logged_to_mlflow(fixtures, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    from suite import tracking
-    from suite.data.skipped import log_skipped_videos
+    from suite.job import tracking
+    from suite.job.skipped import log_skipped_videos
 
     fx = fixtures["didemo"]
     split = load_split(load_card("didemo"), "test", config(fx, "didemo"))
@@ -490,7 +489,7 @@ def saved_model(tmp_path_factory):
     import open_clip
     import torch
 
-    from suite.embedded import register_embedded_configs
+    from suite.models.embedded import register_embedded_configs
 
     register_embedded_configs()
     torch.manual_seed(3)
@@ -522,7 +521,7 @@ def saved_model(tmp_path_factory):
 def test_local_checkpoint_gives_the_same_embeddings(saved_model, kind):
     import torch
 
-    from suite.backbone import load_backbone
+    from suite.models.backbone import load_backbone
 
     paths, images, ids, reference = saved_model
     if kind == "openai_jit":
@@ -536,7 +535,7 @@ def test_local_checkpoint_gives_the_same_embeddings(saved_model, kind):
 
 
 def test_bad_pretrained_paths_are_one_line_errors(saved_model, tmp_path, mlflow_uri):
-    from suite.backbone import load_backbone
+    from suite.models.backbone import load_backbone
 
     with pytest.raises(UserError, match="checkpoint file /no/such/weights.pt does not exist"):
         load_backbone("tiny-clip", "/no/such/weights.pt")

@@ -3,7 +3,8 @@
 import pytest
 
 from methods import registry
-from methods.registry import DuplicateMethodError, Method, UnknownMethodError
+from methods.registry import Method
+from suite.errors import DuplicateMethodError, UnknownMethodError
 
 
 def test_discover_lists_the_builtin_methods():

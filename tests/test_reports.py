@@ -178,7 +178,7 @@ def test_reports_does_not_import_the_engine_or_methods():
     """Reports read MLflow; of the suite they use only its atomic file writer."""
     code = ("import sys, reports.runs, reports.tables, reports.plots, reports.files; "
             "print([m for m in sys.modules if m.split('.')[0] in ('suite', 'methods', 'tempme')"
-            " and m not in ('suite', 'suite.files') or m == 'torch'])")
+            " and m not in ('suite', 'suite.common.files') or m == 'torch'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 

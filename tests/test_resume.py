@@ -9,9 +9,9 @@ from mlflow.tracking import MlflowClient
 from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
-from suite import checkpoint
 from suite.cli import app
 from suite.data.loading import TrainingBatches
+from suite.job import checkpoint
 
 runner = CliRunner()
 TINY = ["--method", "tempme", "--pretrained", "none", "--epochs", "2", "--batch-size", "4",
@@ -99,9 +99,9 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
         file.write(b"half")
         raise OSError("disk full")
 
-    import suite.files
+    import suite.common.files
 
-    original = suite.files.write_atomic
+    original = suite.common.files.write_atomic
     monkeypatch.setattr(checkpoint, "write_atomic",
                         lambda target, data: original(target, broken_write))
     with pytest.raises(OSError, match="disk full"):

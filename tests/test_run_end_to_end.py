@@ -6,8 +6,8 @@ from mlflow.tracking import MlflowClient
 from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
-from suite import engine
 from suite.cli import app
+from suite.job import engine
 
 runner = CliRunner()
 TINY = ["--pretrained", "none", "--epochs", "1", "--batch-size", "4", *TINY_DATA]

@@ -8,11 +8,12 @@ from optuna.trial import TrialState
 from tiny_runs import json_summary
 from typer.testing import CliRunner
 
-from suite import engine, sweep
 from suite.cli import app
-from suite.config import apply_overrides, base_for
+from suite.cost.profiling import InferenceCost
 from suite.data.cards import load_card
-from suite.profiling import InferenceCost
+from suite.job import engine
+from suite.job.config import apply_overrides, base_for
+from suite.orchestrate import sweep
 
 runner = CliRunner()
 TINY = ["--set", "pretrained=null", "--set", "train.epochs=1", "--set", "train.batch_size=4",
@@ -190,7 +191,7 @@ def test_an_untrained_run_still_reports_its_validation_figures(stores):
 ])
 def test_a_sweep_searches_the_learning_rates_that_reach_the_trained_weights(method, rates):
     from methods.registry import get
-    from suite.config import TrainConfig
+    from suite.job.config import TrainConfig
 
     train = TrainConfig(lr=1e-3, lr_pretrained=1e-5)
     drawn = sweep.draw(optuna.create_study().ask(), get(method), train)

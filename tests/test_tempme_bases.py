@@ -56,7 +56,7 @@ def test_adapters_inside_tempme_without_merging_equal_the_adapter_method(tiny_cl
     ("adapter", {"adapter"}),
 ])
 def test_bases_train_what_their_methods_train(base, trained):
-    from suite.backbone import load_backbone
+    from suite.models.backbone import load_backbone
 
     spec = get("tempme")
     clip = load_backbone("tiny-clip", None, "cpu", show_progress=False).model
@@ -84,7 +84,7 @@ def test_bases_train_what_their_methods_train(base, trained):
     ({"base": "nothing"}, "method.base"),
 ])
 def test_base_options_belong_to_their_base(options, fragment):
-    from suite.backbone import check_backbone_name
+    from suite.models.backbone import check_backbone_name
 
     check_backbone_name("tiny-clip")
     with pytest.raises(ValueError, match=fragment):
@@ -155,8 +155,8 @@ def test_reduction_only_never_mixes_frames(tiny_clip):
 def test_prompted_merging_is_counted_and_costs_more_than_plain_tempme():
     """The dry run's cost figure: multiply-adds of TempMe on prompt tuning, merging included,
     are counted (no uncounted operator) and exceed plain TempMe's by the prompts' attention."""
-    from suite.backbone import load_backbone
-    from suite.flops import count_macs
+    from suite.cost.flops import count_macs
+    from suite.models.backbone import load_backbone
 
     costs = {}
     for base in ("lora", "prompt"):

@@ -7,10 +7,12 @@ import open_clip
 import pytest
 import torch
 
+from cliptools.lora import add_lora, fold_lora
+from cliptools.tokens import LayerTokens
+from cliptools.towers import masked_mean
 from tempme.defaults import default_schedule
-from tempme.encoder import TempMeVideoEncoder, baseline_video_embedding, masked_mean
-from tempme.lora import add_lora, fold_lora
-from tempme.schedule import LayerTokens, ScheduleError, TempMeSchedule
+from tempme.encoder import TempMeVideoEncoder, baseline_video_embedding
+from tempme.schedule import ScheduleError, TempMeSchedule
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "suite" / "model_configs" / "tiny-clip.json"
 

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from cliptools.tokens import LayerTokens
 from tempme.defaults import (
     VIT_B_16_CHOICE,
     clip_groups_for,
@@ -11,7 +12,7 @@ from tempme.defaults import (
     generic_schedule,
     known_backbones,
 )
-from tempme.schedule import LayerTokens, ScheduleError, TempMeSchedule, ratio_count
+from tempme.schedule import ScheduleError, TempMeSchedule, ratio_count
 
 # tempme.md, "Tokens per sequence for ViT-B/32, 12 frames"
 VIT_B_32_TABLE = [

@@ -265,7 +265,7 @@ def test_bad_video_error_from_a_dataloader_worker_keeps_its_one_line():
     """DataLoader workers re-raise as type(exc)(traceback text); the first message survives."""
     wrapped = ("Caught BadVideoError in DataLoader worker process 0.\nOriginal Traceback (most "
                "recent call last):\n  File \"x.py\", line 1, in f\n    g()\n"
-               "suite.data.video.BadVideoError: cannot decode video /d/v.mp4: Invalid data\n")
+               "suite.errors.BadVideoError: cannot decode video /d/v.mp4: Invalid data\n")
     assert str(BadVideoError(wrapped)) == "cannot decode video /d/v.mp4: Invalid data"
     assert isinstance(BadVideoError("x"), UserError)
 

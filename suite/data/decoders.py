@@ -69,7 +69,7 @@ def open_video(path: str | Path):  # -> av.container.InputContainer
     """The container of ``path``; ``BadVideoError`` when it has no video stream."""
     import av
 
-    from suite.data.video import BadVideoError
+    from suite.errors import BadVideoError
 
     container = av.open(str(path), metadata_errors="ignore")
     if not container.streams.video:

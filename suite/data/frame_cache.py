@@ -14,7 +14,7 @@ are never read as the new rule's, and the storage format (``data.cache_format``)
   (``benchmarks/results/decode.md``), so it is never the default.
 
 Runs read the cache automatically when the folder exists; files are written atomically
-(``suite.files.write_atomic``), so an interrupted ``prepare --cache`` leaves only whole files and
+(``suite.common.files.write_atomic``), so an interrupted ``prepare --cache`` leaves only whole files and
 resumes where it stopped.
 
 Scan journal: one JSON line per checked video (id, file, size, modification time, status), keyed
@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from suite.files import write_atomic
+from suite.common.files import write_atomic
 
 CACHE_VERSION = 1
 CACHE_FORMATS = ("npy", "ffv1", "jpeg")
@@ -48,7 +48,7 @@ def cache_root(explicit: str | None = None) -> Path:
     """Where caches live: ``explicit`` if given, else the suite's cache folder."""
     if explicit:
         return Path(explicit).expanduser()
-    from suite.pretrain import cache_dir
+    from suite.common.paths import cache_dir
 
     return cache_dir()
 

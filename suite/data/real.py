@@ -58,11 +58,11 @@ from suite.data.frame_cache import (
     read_journal,
 )
 from suite.data.safe_pickle import load_plain
-from suite.data.video import POLICIES, BadVideoError, pad, probe, read_clip
-from suite.errors import UserError
+from suite.data.video import POLICIES, pad, probe, read_clip
+from suite.errors import BadVideoError, UserError
 
 if TYPE_CHECKING:
-    from suite.config import RunConfig
+    from suite.job.config import RunConfig
 
 REAL_LOADERS = ("msrvtt", "msvd", "lsmdc", "didemo", "activitynet")
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "flv", "3gp",
@@ -440,7 +440,7 @@ def videos_dir(card: DatasetCard, root: Path, opts: DataOptions) -> Path:
 def image_size_of(backbone: str) -> int:
     """The input size of an open_clip model config, read from its JSON without importing
     open_clip (``prepare`` stays light); 224 when the name is not a plain config."""
-    from suite.embedded import MODEL_CONFIGS
+    from suite.common.paths import MODEL_CONFIGS
 
     places = [MODEL_CONFIGS]
     spec = importlib.util.find_spec("open_clip")
@@ -530,7 +530,7 @@ def screen(card: DatasetCard, split: str, ids: list[str], paths: list[str | None
         else:
             to_probe.append(i)
     if len(to_probe) > 200:
-        from suite.progress import console
+        from suite.common.progress import console
 
         console.print(f"{card.name} {split}: checking {len(to_probe)} videos that no "
                       f"`suite prepare` has scanned")

@@ -9,7 +9,7 @@ from suite.data.cards import DatasetCard
 from suite.errors import UserError
 
 if TYPE_CHECKING:
-    from suite.config import RunConfig
+    from suite.job.config import RunConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -28,7 +28,7 @@ def load_split(card: DatasetCard, split: str, config: RunConfig) -> VideoTextSpl
         if unknown:
             raise UserError(f"synthetic has no option {', '.join(unknown)}; "
                             f"valid: {', '.join(sorted(known))}")
-        from methods.registry import typed
+        from suite.common.typed import typed
 
         try:
             options = typed("data.", SyntheticConfig, {"frames": frames, **merged})

@@ -40,32 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from suite.data.decoders import decode_planned, decode_sequential, index_stream, open_video
-from suite.errors import UserError
+from suite.errors import BadVideoError, UserError
 
 POLICIES = ("tempme", "clip4clip")
 # 1: floor(k * fps) candidates for both policies; 2: each reference's own stride and window.
 SAMPLING_VERSION = 3  # 3: torchvision's resize and crop rounding (suite.data.transforms)
-
-
-class BadVideoError(UserError):
-    """A video file that is missing or cannot be decoded; the message names the file.
-
-    A DataLoader worker re-raises an exception in the main process as
-    ``type(exc)("Caught ... Original Traceback ...")``; the original one-line message is the last
-    line of that text, so it is recovered here and the CLI still prints one line.
-    """
-
-    def __init__(self, message: str) -> None:
-        if "Original Traceback" in message:
-            lines = [line for line in message.strip().splitlines() if line.strip()]
-            last = lines[-1] if lines else message
-            for prefix in (f"{type(self).__module__}.{type(self).__qualname__}: ",
-                           f"{type(self).__qualname__}: "):
-                if last.startswith(prefix):
-                    last = last[len(prefix):]
-                    break
-            message = last
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

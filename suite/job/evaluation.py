@@ -1,0 +1,74 @@
+"""Embed a split and score it: text and video embeddings, similarity, retrieval metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from suite.common.progress import progress_bar
+from suite.cost.device import autocast
+from suite.data.base import VideoTextSplit
+from suite.data.loading import ImageSpec, Videos, loader, make_collate, to_pixels
+from suite.job import distributed
+from suite.job.metrics import dual_softmax_metrics, literature_metrics, retrieval_metrics
+
+
+@torch.no_grad()
+def embed_split(model: Any, split: VideoTextSplit,
+                tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
+                device: torch.device, batch_size: int, num_workers: int = 0,
+                show_progress: bool = True, precision: str = "auto",
+                processes: distributed.Processes = distributed.SINGLE
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised caption embeddings (C, D) and video embeddings (V, D), on the CPU, fp32.
+
+    Under torchrun every process embeds its contiguous share of the videos and captions, and
+    every process receives all of them.
+    """
+    model.eval()
+    video_share = distributed.share(len(split), processes)
+    caption_share = distributed.share(len(split.captions), processes)
+    videos = loader(Subset(Videos(split), video_share), batch_size, make_collate(tokenize),
+                    shuffle=False, seed=0, num_workers=num_workers)
+    captions = [split.captions[i] for i in caption_share]
+    video_embs, text_embs = [], []
+    total = len(videos) + (len(captions) + batch_size - 1) // batch_size
+    with progress_bar(f"evaluating {split.name}", total, enabled=show_progress) as advance, \
+            autocast(device, precision):
+        for _, frames, mask in videos:
+            pixels = to_pixels(frames, image, device)
+            video_embs.append(model.encode_video(pixels, mask.to(device)).float())
+            advance()
+        for start in range(0, len(captions), batch_size):
+            ids = tokenize(captions[start:start + batch_size]).to(device)
+            text_embs.append(model.encode_text(ids).float())
+            advance()
+    text = distributed.gather_rows(torch.cat(text_embs), len(split.captions), processes)
+    video = distributed.gather_rows(torch.cat(video_embs), len(split), processes)
+    return text.cpu(), video.cpu()
+
+
+def evaluate(model: Any, split: VideoTextSplit,
+             tokenize: Callable[[list[str]], torch.Tensor], image: ImageSpec,
+             device: torch.device, batch_size: int, num_workers: int = 0,
+             show_progress: bool = True, precision: str = "auto",
+             dual_softmax: bool = False,
+             processes: distributed.Processes = distributed.SINGLE) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on ``split`` (cosine similarity, both directions), the
+    CLIP4Clip family's figures under ``lit_...`` names, and with ``dual_softmax`` the figures
+    after DSL under ``dsl_...`` names. Videos the split left out (``--on-bad-video skip``) and
+    their captions count as misses, so skipping never raises a figure."""
+    text, video = embed_split(model, split, tokenize, image, device, batch_size, num_workers,
+                              show_progress, precision, processes)
+    positives = torch.from_numpy(split.positives())
+    sims = text @ video.t()
+    misses = {"missed_t2v": split.missed_captions, "missed_v2t": split.missed_videos}
+    metrics = retrieval_metrics(sims, positives, **misses)
+    if bool((positives.sum(dim=1) == 1).all()):  # every caption describes one video
+        metrics.update(literature_metrics(sims, positives, **misses))
+    if dual_softmax:
+        metrics.update(dual_softmax_metrics(sims, positives, **misses))
+    return metrics

@@ -1,0 +1,256 @@
+"""Who trains a run: a lock while it trains, a heartbeat in its MLflow tags, and the judgement
+that a RUNNING run's owner is gone (the run is abandoned).
+
+- Lock: ``<checkpoint dir>/<run id>/owner.lock``, an ``flock`` (filelock) held by the process
+  that trains the run, new or resumed. The kernel releases it when that process dies, kill -9
+  included. ``suite run --resume`` takes it before it reads the checkpoint, so a run is never
+  trained by two processes at once.
+- Heartbeat: the MLflow tags ``owner`` (``pid@host``), ``owner_pid``, ``owner_host``,
+  ``owner_started`` (the process's start time, so that a reused pid is not taken for the owner)
+  and ``heartbeat`` (Unix time), refreshed every ``HEARTBEAT_SECONDS`` by a daemon thread.
+- Gone: on the owner's host, its process no longer exists; seen from another host (no process
+  table to look at), no heartbeat for ``STALE_SECONDS``.
+
+A RUNNING run whose owner is gone is taken over by ``suite run --resume`` (tag
+``taken_over_from``) or marked by ``suite abandoned`` (status FAILED, tag ``abandoned=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from suite.errors import UserError
+
+HEARTBEAT_SECONDS = 30.0
+STALE_SECONDS = 300.0  # ten missed heartbeats
+LOCK_NAME = "owner.lock"
+
+_held: dict[Path, Any] = {}  # lock file -> FileLock this process holds (claims nest)
+
+
+def lock_path(folder: Path, run_id: str) -> Path:
+    return folder / run_id / LOCK_NAME
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that trains (or trained) a run, as its tags record it."""
+
+    pid: int
+    host: str
+    started: float  # process start time (Unix), against pid reuse
+    heartbeat: float  # last heartbeat (Unix)
+
+    @classmethod
+    def of_this_process(cls) -> Owner:
+        import psutil
+
+        pid = os.getpid()
+        return cls(pid, socket.gethostname(), psutil.Process(pid).create_time(), time.time())
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Owner | None:
+        """None when the run has no (or a garbled) owner record."""
+        try:
+            return cls(int(tags["owner_pid"]), tags["owner_host"], float(tags["owner_started"]),
+                       float(tags["heartbeat"]))
+        except (KeyError, ValueError):
+            return None
+
+    def tags(self) -> dict[str, str]:
+        return {"owner": f"{self.pid}@{self.host}", "owner_pid": str(self.pid),
+                "owner_host": self.host, "owner_started": f"{self.started:.2f}",
+                "heartbeat": f"{self.heartbeat:.0f}"}
+
+    def gone(self, now: float | None = None) -> bool:
+        """True when the owner is known to be gone (see the module docstring)."""
+        if self.host == socket.gethostname():
+            return not process_alive(self.pid, self.started)
+        return (time.time() if now is None else now) - self.heartbeat > STALE_SECONDS
+
+    def describe(self, now: float | None = None) -> str:
+        ago = (time.time() if now is None else now) - self.heartbeat
+        return f"pid {self.pid} on {self.host}, last heartbeat {ago:.0f} s ago"
+
+
+def process_alive(pid: int, started: float) -> bool:
+    """Whether process ``pid`` exists and is the one that started at ``started``."""
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # it exists, under another user
+        return True
+
+
+def _run(uri: str, run_id: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    from suite.job import tracking
+
+    with tracking.first_use(uri):
+        return MlflowClient(uri).get_run(run_id)
+
+
+@contextmanager
+def claim(folder: Path, run_id: str, uri: str, create: bool = False) -> Iterator[None]:
+    """Hold the run's lock for the block; refuse (one line) when another process holds it.
+
+    ``create`` makes the run's checkpoint folder (a new run); without it a run that has no
+    folder (so no checkpoint) is not locked: there is nothing to resume. Claims nest within a
+    process; under torchrun only the main process claims.
+    """
+    from filelock import FileLock, Timeout
+
+    from suite.job.distributed import is_main_process
+
+    path = lock_path(folder, run_id).absolute()
+    if path in _held or not is_main_process() or not (create or path.parent.is_dir()):
+        yield
+        return
+    lock = FileLock(str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = Owner.from_tags(_run(uri, run_id).data.tags)
+        who = owner.describe() if owner else "another process"
+        raise UserError(f"run {run_id} is being trained by {who}; wait for it to end or stop "
+                        f"that process first") from None
+    except OSError as exc:
+        raise UserError(f"cannot lock run {run_id} ({path}): {exc.strerror or exc}") from None
+    _held[path] = lock
+    try:
+        yield
+    finally:
+        del _held[path]
+        lock.release()
+        _remove_if_only_the_lock(path)
+
+
+def _remove_if_only_the_lock(path: Path) -> None:
+    """A run that wrote no checkpoint leaves no folder (a finished run's is already gone)."""
+    try:
+        if [p.name for p in path.parent.iterdir()] == [LOCK_NAME]:
+            path.unlink()
+            path.parent.rmdir()
+    except OSError:  # removed meanwhile, or another process claimed it: leave it
+        pass
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the ``heartbeat`` tag until stopped; a failed write waits for the next beat
+    (a heartbeat must never stop the run)."""
+
+    def __init__(self, client: Any, run_id: str, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.client, self.run_id, self.interval = client, run_id, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.client.set_tag(self.run_id, "heartbeat", f"{time.time():.0f}")
+            except Exception:  # noqa: BLE001 - a busy store: the next beat tries again
+                continue
+
+
+@contextmanager
+def heartbeat(uri: str, run_id: str, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Record this process as the run's owner and keep its heartbeat fresh for the block."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for key, value in Owner.of_this_process().tags().items():
+        client.set_tag(run_id, key, value)
+    beat = _Heartbeat(client, run_id, interval)
+    beat.start()
+    try:
+        yield
+    finally:
+        beat.stopped.set()
+        beat.join(timeout=10)
+
+
+@contextmanager
+def owned(uri: str, run_id: str, folder: Path | None) -> Iterator[None]:
+    """The main process's ownership of a run it trains: the lock (when the run keeps
+    checkpoints under ``folder``) and the heartbeat."""
+    with ExitStack() as stack:
+        if folder is not None:
+            stack.enter_context(claim(folder, run_id, uri, create=True))
+        stack.enter_context(heartbeat(uri, run_id))
+        yield
+
+
+def take_over(uri: str, run_id: str) -> None:
+    """Before a resume (the run's lock held): a RUNNING run whose owner lives is refused; one
+    whose owner is gone is announced and tagged ``taken_over_from``. An ``abandoned`` mark
+    goes, since the run trains again."""
+    from mlflow.tracking import MlflowClient
+
+    from suite.common.progress import console
+    from suite.job.distributed import is_main_process
+
+    if not is_main_process():
+        return
+    run = _run(uri, run_id)
+    client = MlflowClient(uri)
+    if run.info.status == "RUNNING":
+        owner = Owner.from_tags(run.data.tags)
+        if owner is not None and not owner.gone():
+            raise UserError(f"run {run_id} is RUNNING and its owner is alive ({owner.describe()})"
+                            f"; wait for it to end or stop that process first")
+        who = owner.describe() if owner else "a process that left no owner record"
+        console.print(f"run {run_id} was left RUNNING by {who}, which is gone: taking it over")
+        client.set_tag(run_id, "taken_over_from", owner.tags()["owner"] if owner else "unknown")
+    if "abandoned" in run.data.tags:
+        client.delete_tag(run_id, "abandoned")
+
+
+@dataclass
+class Running:
+    """A RUNNING run as ``suite abandoned`` sees it."""
+
+    run_id: str
+    name: str
+    owner: Owner | None  # None: no owner record (a run older than these tags)
+
+    @property
+    def abandoned(self) -> bool:
+        return self.owner is not None and self.owner.gone()
+
+
+def running_runs(uri: str, experiment: str) -> list[Running]:
+    """The RUNNING runs of ``experiment`` with their owners."""
+    from mlflow.tracking import MlflowClient
+
+    from suite.job import tracking
+
+    with tracking.first_use(uri):
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"no experiment {experiment!r} in {uri}")
+    runs = client.search_runs([found.experiment_id], "attributes.status = 'RUNNING'")
+    return [Running(r.info.run_id, r.info.run_name or "", Owner.from_tags(r.data.tags))
+            for r in runs]
+
+
+def mark_abandoned(uri: str, run_id: str) -> None:
+    """End the run FAILED with the tag ``abandoned=true``; ``--resume`` can still continue it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, "abandoned", "true")
+    client.set_terminated(run_id, status="FAILED")

@@ -1,0 +1,281 @@
+"""Hyper-parameter sweeps: an Optuna study whose trials are suite runs.
+
+Each trial draws the method's knobs (``Method.search_space``) and the learning rates that reach
+its trainable parameters (``Method.learning_rates``: ``train.lr`` and/or ``train.lr_pretrained``,
+log-uniform over a tenth to ten times the base config's), runs ``suite.job.engine.run`` and reports
+the validation text-to-video R-Sum of the selected epoch; the test split never steers a sweep.
+A trial that raises is marked FAIL and the sweep goes on.
+
+Studies live in an Optuna storage, so an interrupted sweep resumes under the same study name,
+and several workers (``suite sweep`` started more than once) can share a study, as Optuna
+recommends: a journal file (default ``optuna.journal`` here) for processes on one machine, a
+database URL (``postgresql://...``, ``sqlite:///...``) for several machines. Each trial's draw
+is seeded by the sweep's seed and the trial's number, which the storage hands out once, so
+workers draw different trials. A pruner (median or Hyperband) may stop a trial after an epoch
+on the per-epoch validation R-Sum: the trial is PRUNED in Optuna and its MLflow run ends KILLED
+with the tag ``pruned=true``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from suite.common import locks
+from suite.common.progress import console
+from suite.errors import UserError
+from suite.job import engine, ownership, tracking
+from suite.job.config import RunConfig, TrainConfig, apply_overrides, base_for
+
+DEFAULT_STORAGE = "optuna.journal"
+OBJECTIVE = "val/t2v_rsum"
+PRUNERS = ("none", "median", "hyperband")
+
+
+@dataclass
+class SweepSummary:
+    """The study after a sweep; ``best_*`` cover every trial of the study, resumed ones too."""
+
+    study: str
+    storage: str
+    objective: str
+    trials: int  # all trials in the study
+    complete: int
+    failed: int
+    complete_now: int  # completed by this invocation
+    pruned: int = 0
+    pruned_now: int = 0
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] | None = None
+    best_mlflow_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        pruned = f"{self.pruned} pruned, " if self.pruned else ""
+        head = (f"study {self.study}: {self.trials} trials ({self.complete} complete, "
+                f"{pruned}{self.failed} failed) in {self.storage}")
+        if self.best_trial is None:
+            return [head]
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in (self.best_params or {}).items())
+        return [head, f"best trial {self.best_trial}: val t2v R-Sum {self.best_value:.2f} "
+                      f"({params}), MLflow run {self.best_mlflow_run_id}"]
+
+
+def say(text: str) -> None:
+    """One progress line on stderr, printed as it is (no markup, no wrapping)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error message (empty if it has none)."""
+    return (str(exc).splitlines() or [""])[0]
+
+
+def draw(trial: Any, method: Any, train: TrainConfig) -> dict[str, Any]:
+    """A trial's overrides: the method's knobs and its learning rates (log-uniform)."""
+    overrides = {f"method.{k}": v for k, v in method.search_space(trial).items()}
+    for name in method.learning_rates:
+        base = getattr(train, name)
+        overrides[f"train.{name}"] = trial.suggest_float(f"train.{name}", base / 10, base * 10,
+                                                         log=True)
+    return overrides
+
+
+def base_config(method: str, dataset: str, overrides: dict[str, Any]) -> RunConfig:
+    """The config every trial starts from, checked as ``suite run`` would check it, and
+    refused if it selects on test or fixes a setting the sweep searches."""
+    from methods.registry import get
+
+    config = apply_overrides(base_for(method, dataset), overrides)
+    engine.check(config)
+    if config.select_on != "val":
+        raise UserError("a sweep selects on validation; drop select_on=test "
+                        "(tuning on the test split would report an optimistic test figure)")
+    searched = draw(optuna.create_study().ask(), get(method), config.train)
+    if not searched:
+        raise UserError(f"method {method!r} has nothing to search (no knobs, nothing trains); "
+                        f"use `suite run`")
+    clash = sorted(set(overrides) & set(searched))
+    if clash:
+        raise UserError(f"--set {', '.join(clash)} is searched by the sweep (searched: "
+                        f"{', '.join(sorted(searched))}); drop it, or use `suite run`")
+    return config
+
+
+class Pruned(tracking.EndRun, optuna.TrialPruned):
+    """A trial stopped by the pruner: PRUNED in Optuna, its MLflow run KILLED and tagged."""
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Optuna's pruner ``name`` over the steps 1..``epochs`` (epochs trained): ``median`` with
+    Optuna's defaults (no pruning before 5 trials have finished), ``hyperband`` from one
+    epoch to all of them, reduction factor 3."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    raise UserError(f"unknown --pruner {name!r}; valid: {', '.join(PRUNERS)}")
+
+
+def sampler_for(seed: int | None, number: int) -> optuna.samplers.TPESampler:
+    """TPE for trial ``number``, seeded by (seed, number): the storage numbers each trial once,
+    so concurrent workers draw different trials, and a rerun with the same history draws the
+    same. The constant liar keeps TPE away from points that running trials already cover."""
+    trial_seed = None if seed is None else int(np.random.SeedSequence([seed, number])
+                                                .generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=trial_seed, constant_liar=True)
+
+
+def open_storage(url: str) -> Any:
+    """A journal file (a path) or a database (a URL with ``://``); the first use of a SQLite
+    database is locked (suite.common.locks), so that two workers may start at once."""
+    import sqlalchemy.exc
+
+    try:
+        if "://" not in url:
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(url))
+        lock = locks.sqlite_lock_path(url)
+        if lock is None:
+            return optuna.storages.RDBStorage(url)
+        with locks.held(lock, f"Optuna storage {url}"):
+            return optuna.storages.RDBStorage(url)
+    except (ImportError, ValueError, OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise UserError(f"cannot open Optuna storage {url!r}: {first_line(exc)}") from None
+
+
+def open_study(name: str, storage: str, method: str, dataset: str,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create or resume the study; a study of another method or dataset is refused."""
+    import sqlalchemy.exc
+
+    opened = open_storage(storage)
+    try:
+        study = optuna.create_study(storage=opened, study_name=name, direction="maximize",
+                                    pruner=pruner, load_if_exists=True)
+    except (ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise UserError(f"cannot open Optuna storage {storage!r}: {first_line(exc)}") from None
+    made_for = (study.user_attrs.get("method", method), study.user_attrs.get("dataset", dataset))
+    maximises = study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    if not maximises or made_for != (method, dataset):
+        raise UserError(f"study {name!r} in {storage} is not a sweep of {method} on {dataset}; "
+                        f"choose another --study")
+    study.set_user_attr("method", method)
+    study.set_user_attr("dataset", dataset)
+    return study
+
+
+def pruning_reporter(trial: optuna.Trial) -> Any:
+    """The engine's per-epoch callback: report the validation R-Sum after ``epochs`` trained
+    epochs and stop the run when the study's pruner says so."""
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        value, step = metrics["t2v_rsum"], epoch + 1
+        trial.report(value, step)
+        if trial.should_prune():
+            raise Pruned(f"pruned after epoch {step}: val t2v R-Sum {value:.2f}",
+                         tags={"pruned": "true", "pruned_after_epoch": str(step)})
+
+    return report
+
+
+def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
+              uri: str | None) -> tuple[float, str]:
+    """One suite run with the trial's draw; its selection R-Sum and MLflow run id. Trials keep
+    no epoch checkpoints: a failed trial is not resumed, the sweep goes on."""
+    config = apply_overrides(config, draw(trial, method, config.train))
+    result = engine.run(config, uri, show_progress=False, checkpoints=None,
+                        tags={"sweep": study, "trial": str(trial.number)},
+                        on_epoch=pruning_reporter(trial))
+    return result.selection["t2v_rsum"], result.run_id
+
+
+def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
+              storage: str | None = None, study_name: str | None = None,
+              seed: int | None = 0, uri: str | None = None, pruner: str = "none"
+              ) -> SweepSummary:
+    """Run ``trials`` more trials of the study; user errors are raised before the first."""
+    from methods.registry import get
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if seed is not None and seed < 0:
+        raise UserError(f"--seed {seed} is negative; give a seed >= 0")
+    storage = storage or DEFAULT_STORAGE
+    name = study_name or f"{method}-{dataset}"
+    config = base_config(method, dataset, overrides)
+    study = open_study(name, storage, method, dataset, make_pruner(pruner, config.train.epochs))
+    say(f"sweep {name}: {trials} trials of {method} on {dataset}, maximising {OBJECTIVE}; "
+        f"{len(study.trials)} trials already in {storage}")
+    for number in fail_abandoned_trials(study):
+        say(f"trial {number} was RUNNING in a worker that is gone: marked failed")
+    complete_now = pruned_now = 0
+    for _ in range(trials):
+        trial = study.ask()
+        trial.set_user_attr("worker", ownership.Owner.of_this_process().tags())
+        study.sampler = sampler_for(seed, trial.number)  # draws happen at suggest time
+        try:
+            value, run_id = run_trial(trial, config, get(method), name, uri)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=TrialState.PRUNED)
+            pruned_now += 1
+            say(f"trial {trial.number} {exc}")
+            continue
+        except Exception as exc:  # one bad trial (or knob combination) must not end the sweep
+            line = f"{type(exc).__name__}: {first_line(exc)}"
+            trial.set_user_attr("error", line)
+            study.tell(trial, state=TrialState.FAIL)
+            say(f"trial {trial.number} failed: {line}")
+            continue
+        except BaseException:  # Ctrl-C: the MLflow run ended KILLED; finished trials stay
+            study.tell(trial, state=TrialState.FAIL)
+            say(f"interrupted: trial {trial.number} marked failed; rerun with --study {name} "
+                f"to resume")
+            raise
+        trial.set_user_attr("mlflow_run_id", run_id)
+        study.tell(trial, value)
+        complete_now += 1
+        best = study.best_trial
+        say(f"trial {trial.number}: val t2v R-Sum {value:.2f}, MLflow run {run_id}; "
+            f"best so far trial {best.number} ({best.value:.2f})")
+    return summarize(study, storage, complete_now, pruned_now)
+
+
+def fail_abandoned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process, on this host, is gone (killed
+    outright): they would stay RUNNING forever. Workers on other hosts are left alone (a trial
+    records no heartbeat)."""
+    import socket
+
+    gone = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = ownership.Owner.from_tags(trial.user_attrs.get("worker", {}))
+        if worker is not None and worker.host == socket.gethostname() and worker.gone():
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            gone.append(trial.number)
+    return gone
+
+
+def summarize(study: optuna.Study, storage: str, complete_now: int, pruned_now: int = 0
+              ) -> SweepSummary:
+    """Counts and the best trial of the whole study."""
+    states = [t.state for t in study.trials]
+    summary = SweepSummary(study.study_name, storage, OBJECTIVE, len(states),
+                           states.count(TrialState.COMPLETE), states.count(TrialState.FAIL),
+                           complete_now, states.count(TrialState.PRUNED), pruned_now)
+    if summary.complete:
+        best = study.best_trial
+        summary.best_trial, summary.best_value = best.number, best.value
+        summary.best_params = best.params
+        summary.best_mlflow_run_id = best.user_attrs.get("mlflow_run_id")
+    return summary
