@@ -1,23 +1,50 @@
-"""Method registry: one module per method in this package, found by name and imported lazily.
+"""Method registry: built-in methods in this package, plug-ins through entry points, both
+found without importing them and imported lazily.
 
-A method module defines ``METHOD = Method(...)``. ``discover()`` lists the module names without
-importing them (``--help`` and error messages stay fast); ``get(name)`` imports one module.
-``register`` refuses duplicate names, so a plugin cannot silently replace a built-in method.
+Where methods come from:
+
+- Built-ins: a module of this package (``methods/NAME.py``) that assigns ``METHOD = Method(...)``
+  at its top level. Which modules those are is read from their source with ``ast``; nothing
+  is imported (``base`` and ``registry`` define no ``METHOD``, so they are no methods).
+- Plug-ins: other distributions declare entry points in the group ``tvr_suite.methods``, the
+  entry-point name being the method name and the value ``"pkg.module:METHOD"`` (or
+  ``"pkg.module"``, which means its ``METHOD``). ``pip install`` such a package and
+  ``suite run --method NAME`` finds it.
+- ``register(method)`` adds a method at run time.
+
+A name given by two sources (a plug-in and a built-in, two plug-ins) is a
+``DuplicateMethodError`` naming both, raised when that name is asked for (``get``) or when all
+are listed (``discover``, ``describe``, ``all_methods``). A plug-in that fails to import is a
+one-line ``MethodError`` naming its distribution and the error, raised when it is imported
+(``get``, ``all_methods``; ``describe`` only when its module cannot be found or read).
+
+``describe()`` answers ``suite list methods`` fast: it reads ``name``, ``description`` and
+``reference`` from each module's source with ``ast`` (the string literals given to the
+``Method(...)`` assigned to ``METHOD``: built-ins from the files of this package, plug-ins
+from ``importlib.util.find_spec(module).origin``), without importing torch or the method.
+Only a method whose values are not string literals is imported to read them.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import os
 import pkgutil
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
 from typing import Any
 
 import methods as _package
 from suite.common.typed import typed
-from suite.errors import DuplicateMethodError, UnknownMethodError
+from suite.errors import DuplicateMethodError, MethodError, UnknownMethodError
 
-_NOT_METHODS = {"registry", "base", "common"}
+ENTRY_POINT_GROUP = "tvr_suite.methods"
+_FIELDS = ("name", "description", "reference")
 
 
 @dataclass(frozen=True)
@@ -88,39 +115,215 @@ def padding_refusal(name: str, policy: Any) -> str | None:
 _registry: dict[str, Method] = {}
 
 
+@dataclass(frozen=True)
+class MethodInfo:
+    """What ``suite list methods`` shows of a method; ``source`` says where it comes from."""
+
+    name: str
+    description: str
+    reference: str
+    source: str
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where method ``name`` is declared: attribute ``attr`` of ``module``, from plug-in
+    ``distribution`` ("name version"), or a built-in when that is None."""
+
+    name: str
+    module: str
+    attr: str = "METHOD"
+    distribution: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution is None:
+            return f"built-in module {self.module}"
+        return f"plug-in {self.module}:{self.attr} of distribution {self.distribution}"
+
+    def origin(self) -> str | None:
+        """The module's source file, found without importing the module itself (a plug-in's
+        parent package is imported); None if it cannot be found."""
+        try:
+            spec = importlib.util.find_spec(self.module)
+        except Exception:  # a parent package that fails to import: load() reports it
+            return None
+        return spec.origin if spec is not None else None
+
+    def load(self) -> Method:
+        """Import the module and return its method; a plug-in that fails is one MethodError."""
+        try:
+            module = importlib.import_module(self.module)
+        except Exception as exc:
+            if self.distribution is None:
+                raise  # a broken built-in is a bug: keep the traceback
+            raise MethodError(f"method {self.name!r} (distribution {self.distribution}) "
+                              f"failed to import: {_one_line(exc)}") from None
+        method = getattr(module, self.attr, None)
+        if not isinstance(method, Method) or method.name != self.name:
+            raise MethodError(f"{self} is no Method named {self.name!r}")
+        return method
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _literal(node: ast.expr) -> str | None:
+    """The value of a string literal (implicit or ``+`` concatenation included), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _literal(node.left), _literal(node.right)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def _method_call(value: ast.expr) -> ast.Call | None:
+    """The ``Method(...)`` call in the value assigned to ``METHOD`` (also inside a wrapper such
+    as ``register(Method(...))``)."""
+    for node in ast.walk(value):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called == "Method":
+                return node
+    return None
+
+
+@lru_cache(maxsize=256)
+def _parse(path: str, mtime_ns: int) -> dict[str, str | None] | None:
+    """Read the file's top-level ``METHOD = ...``: None if it has none, else ``name``,
+    ``description`` and ``reference`` where they are string literals (None where not)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if "METHOD" not in text:
+        return None
+    for statement in ast.parse(text, filename=path).body:
+        if isinstance(statement, ast.Assign):
+            targets, value = statement.targets, statement.value
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets, value = [statement.target], statement.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "METHOD" for t in targets):
+            fields: dict[str, str | None] = dict.fromkeys(_FIELDS)
+            call = _method_call(value)
+            if call is not None:
+                bound = [*zip(_FIELDS, call.args, strict=False),
+                         *((k.arg, k.value) for k in call.keywords if k.arg in _FIELDS)]
+                fields.update({key: _literal(node) for key, node in bound})
+            return fields
+    return None
+
+
+def _declaration(path: str) -> dict[str, str | None] | None:
+    """``_parse`` of the file at ``path``, cached while the file is unchanged."""
+    return _parse(path, os.stat(path).st_mtime_ns)
+
+
+def _builtins() -> list[_Source]:
+    """The modules of this package that assign ``METHOD``, read with ``ast``, not imported."""
+    found = []
+    for info in pkgutil.iter_modules(_package.__path__):
+        module = f"{_package.__name__}.{info.name}"
+        origin = _Source(info.name, module).origin()
+        declared = _declaration(origin) if origin and origin.endswith(".py") else None
+        if declared is not None:
+            found.append(_Source(declared["name"] or info.name.replace("_", "-"), module))
+    return found
+
+
+def _plugins() -> list[_Source]:
+    """The entry points of group ``tvr_suite.methods`` of every installed distribution."""
+    found = []
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry.dist
+        label = f"{dist.name} {dist.version}" if dist is not None else "(unknown)"
+        found.append(_Source(entry.name, entry.module, entry.attr or "METHOD", label))
+    return found
+
+
+def _sources() -> dict[str, list[_Source]]:
+    """Every declared method name and the sources that declare it (two or more: a clash)."""
+    table: dict[str, list[_Source]] = {}
+    for source in (*_builtins(), *_plugins()):
+        table.setdefault(source.name, []).append(source)
+    return table
+
+
+def _single(name: str, sources: list[_Source]) -> _Source:
+    """The one source of ``name``; two are a DuplicateMethodError naming both."""
+    if len(sources) > 1:
+        raise DuplicateMethodError(f"method {name!r} is declared twice, by {sources[0]} and by "
+                                   f"{sources[1]}; uninstall one")
+    return sources[0]
+
+
 def register(method: Method) -> Method:
-    """Add ``method`` to the registry; a second method with the same name is an error."""
+    """Add ``method`` to the registry; a second method with the same name (registered, or
+    declared by another built-in module or plug-in) is an error."""
     existing = _registry.get(method.name)
     if existing is not None and existing is not method:
         raise DuplicateMethodError(f"method {method.name!r} is already registered")
+    if existing is None:
+        declared = _sources().get(method.name, [])
+        module = getattr(method.build, "__module__", None)
+        if declared and all(source.module != module for source in declared):
+            raise DuplicateMethodError(f"method {method.name!r} is already declared by "
+                                       f"{declared[0]}")
     _registry[method.name] = method
     return method
 
 
-def _module_name(method_name: str) -> str:
-    return method_name.replace("-", "_")
-
-
 def discover() -> list[str]:
-    """Names of the methods in this package, without importing their modules."""
-    names = {m.name.replace("_", "-") for m in pkgutil.iter_modules(_package.__path__)}
-    return sorted((names - _NOT_METHODS) | set(_registry))
+    """Names of every method (built-in, plug-in, registered), without importing any."""
+    table = _sources()
+    for name, sources in table.items():
+        _single(name, sources)
+    return sorted(set(table) | set(_registry))
 
 
 def get(name: str) -> Method:
     """The method called ``name``, importing its module on first use."""
     if name not in _registry:
-        if name not in discover():
-            raise UnknownMethodError(f"unknown method {name!r}; valid: {', '.join(discover())}")
-        module = importlib.import_module(f"methods.{_module_name(name)}")
-        method = getattr(module, "METHOD", None)
-        if not isinstance(method, Method) or method.name != name:
-            raise UnknownMethodError(
-                f"module methods.{_module_name(name)} defines no METHOD {name!r}")
-        register(method)
+        table = _sources()
+        if name not in table:
+            valid = ", ".join(sorted(set(table) | set(_registry)))
+            raise UnknownMethodError(f"unknown method {name!r}; valid: {valid}")
+        method = _single(name, table[name]).load()
+        _registry.setdefault(name, method)  # the module may have registered itself
     return _registry[name]
 
 
 def all_methods() -> list[Method]:
-    """Every method, importing all modules (for ``suite list methods`` and ``--all``)."""
+    """Every method, importing all modules (``suite profile --all``)."""
     return [get(name) for name in discover()]
+
+
+def describe() -> list[MethodInfo]:
+    """Name, description, reference and source of every method, sorted by name, read from the
+    modules' source (see the module docstring): no torch, no method imported unless its
+    values are not string literals."""
+    infos = {}
+    for name, sources in _sources().items():
+        source = _single(name, sources)
+        infos[name] = _info(source)
+    for name, method in _registry.items():
+        infos.setdefault(name, MethodInfo(name, method.description, method.reference,
+                                          "registered at run time"))
+    return [infos[name] for name in sorted(infos)]
+
+
+def _info(source: _Source) -> MethodInfo:
+    """``source``'s listing, from its file's literals or, failing that, by importing it."""
+    origin = source.origin()
+    fields: dict[str, str | None] = {}
+    if origin is not None and origin.endswith(".py"):
+        with suppress(OSError, SyntaxError, UnicodeDecodeError):  # get() below says what
+            fields = _declaration(origin) or {}
+    description, reference = fields.get("description"), fields.get("reference")
+    if fields.get("name") != source.name or description is None or reference is None:
+        method = get(source.name)
+        description, reference = method.description, method.reference
+    return MethodInfo(source.name, description, reference, str(source))

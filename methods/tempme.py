@@ -14,7 +14,7 @@ that TempMe's merging can be put on top of the other parameter-efficient methods
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -28,13 +28,14 @@ from tempme.defaults import default_schedule
 from tempme.encoder import TempMeOutput, TempMeVideoEncoder
 from tempme.schedule import TempMeSchedule
 
-SCHEDULE_FIELDS = ("imgme_r", "clip_layers", "clip_groups", "ratio_cross", "ratio_intra",
-                   "clip_pos_embed")
+#: TempMe's schedule knobs: the fields of tempme's TempMeSchedule, the one place they are named.
+SCHEDULE_FIELDS = tuple(f.name for f in fields(TempMeSchedule))
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """The merge schedule knobs (``None``: the backbone's default)."""
+    """The merge schedule knobs as method options, one per ``SCHEDULE_FIELDS`` in that order
+    (``None``: the backbone's default; tested to match)."""
 
     imgme_r: int | list[int] | None = None
     clip_layers: list[int] | None = None
@@ -57,14 +58,20 @@ class TempMeConfig(ScheduleConfig):
     bottleneck: int | None = None
 
 
+def checked_schedule(schedule: TempMeSchedule, backbone: str, frames: int) -> TempMeSchedule:
+    """``schedule`` once checked (``TempMeSchedule.validate``) against ``frames`` and the depth
+    of ``backbone``'s vision tower: how every merging method (tempme, tempme-full, tome)
+    refuses a schedule that cannot run."""
+    schedule.validate(frames, vision_depth(backbone))
+    return schedule
+
+
 def schedule_of(config: ScheduleConfig, backbone: str, frames: int) -> TempMeSchedule:
     """The validated schedule: the backbone's default with the config's explicit knobs on top."""
-    depth = vision_depth(backbone)
-    base = default_schedule(backbone, frames, depth=None if _known(backbone) else depth).as_dict()
+    depth = None if _known(backbone) else vision_depth(backbone)
+    base = default_schedule(backbone, frames, depth=depth).as_dict()
     chosen = {k: getattr(config, k) for k in SCHEDULE_FIELDS if getattr(config, k) is not None}
-    schedule = TempMeSchedule.from_dict({**base, **chosen})
-    schedule.validate(frames, depth)
-    return schedule
+    return checked_schedule(TempMeSchedule.from_dict({**base, **chosen}), backbone, frames)
 
 
 def _known(backbone: str) -> bool:

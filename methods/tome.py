@@ -7,8 +7,8 @@ so this method runs :class:`tempme.encoder.TempMeVideoEncoder` with such a sched
 position embeddings, nothing joins frames).
 
 The default ``r`` per backbone makes ToMe cost about what TempMe costs, for a comparison at equal
-compute (multiply-adds of the video tower for 12 frames, counted by suite.cost.flops): ViT-B/32 r = 3
-gives 33.8 GMACs and 12 x 14 output tokens against TempMe's 34.8 and 1 x 97 (unmerged 53.0);
+compute (multiply-adds of the video tower for 12 frames, counted by suite.cost.flops): ViT-B/32
+r = 3 gives 33.8 GMACs and 12 x 14 output tokens against TempMe's 34.8 and 1 x 97 (unmerged 53.0);
 ViT-B/16 r = 13 gives 124.6 against TempMe's 121.8; tiny-clip uses r = 3.
 
 Padding frames (``data.policy=clip4clip``) are safe: tokens merge only inside their own frame and
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cliptools.lora import add_lora
-from cliptools.towers import vision_depth
 from methods.base import RetrievalModel, backbone_parameter_ids
 from methods.registry import Method
+from methods.tempme import checked_schedule
 from tempme.encoder import TempMeVideoEncoder
 from tempme.schedule import TempMeSchedule
 
@@ -50,7 +50,7 @@ def schedule_of(config: ToMeConfig) -> TempMeSchedule:
 def validate(config: ToMeConfig, backbone: str, frames: int) -> None:
     if config.rank < 1:
         raise ValueError(f"rank must be >= 1, got {config.rank}")
-    schedule_of(config).validate(frames, vision_depth(backbone))
+    checked_schedule(schedule_of(config), backbone, frames)
 
 
 def build(clip: Any, config: ToMeConfig, frames: int, backbone: str) -> RetrievalModel:

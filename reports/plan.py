@@ -183,3 +183,29 @@ def write_plan_report(spec: PlanSpec, table: pd.DataFrame, fmt: str, folder: Pat
     write_atomic(path, text)
     points = table.assign(method=table["row"], setting="")
     return [path, *rsum_vs_gflops(points, folder)]
+
+
+def plan_spec(name: str, dataset: str | None = None,
+              overrides: dict[str, object] | None = None) -> PlanSpec:
+    """What plan ``name`` expects, run by ``suite bench NAME [--dataset D] [--set ...]``: its
+    rows, the digest of every run, the knob values and (on the plan's own dataset) the
+    published figures."""
+    from suite.orchestrate.plans import expand, experiment_of, knob_value, load_plan
+
+    loaded = load_plan(name)
+    runs = expand(loaded, dict(overrides or {}), dataset, check="none")
+    groups: dict[str, list] = {}
+    for run in runs:
+        groups.setdefault(run.row, []).append(run)
+    rows = []
+    for label, group in groups.items():
+        first = group[0]
+        reference = loaded.row(first.base_row).reference
+        on_paper = reference is not None and dataset is None
+        rows.append(PlanRow(
+            label, tuple(r.digest for r in group), first.config.dataset, first.config.backbone,
+            {k: knob_value(first, k) for k in loaded.knobs},
+            reference.figures() if on_paper and reference is not None else {},
+            reference.source if on_paper and reference is not None else ""))
+    return PlanSpec(loaded.name, loaded.description, experiment_of(loaded, dataset),
+                    loaded.kind, loaded.baseline, tuple(loaded.knobs), tuple(rows))

@@ -17,10 +17,6 @@ from suite.errors import ReportError
 #: Identity columns of the tidy frame; every other column is an MLflow metric by its own name.
 ID_COLUMNS = ["method", "dataset", "backbone", "selected_on", "preset", "seed", "run_id",
               "start_time"]
-#: Params that do not change what a run computes (or are the seed): runs that differ only in
-#: these are repeats of one setting. Every other param is part of the run's setting.
-NOT_SETTING = {"train.seed", "experiment", "device", "data_root", "train.num_workers",
-               "train.eval_batch_size", "trust_torchscript"}
 #: Tag of the trials of a ``suite sweep``: hyper-parameter search, not repeats over seeds.
 SWEEP_TAG = "sweep"
 #: Identity column -> MLflow tag, and the param that says the same for runs without the tag.
@@ -28,12 +24,21 @@ _TAGS = {"method": "method", "dataset": "dataset", "backbone": "backbone",
          "selected_on": "select_on", "preset": "preset"}
 
 
+def not_setting() -> set[str]:
+    """Params that do not change what a run computes (suite.job.config.NOT_COMPUTING) or are
+    the seed: runs that differ only in these are repeats of one setting. Every other param is
+    part of the run's setting. (Imported when asked: importing reports stays light.)"""
+    from suite.job.config import NOT_COMPUTING
+
+    return {"train.seed", *NOT_COMPUTING}
+
+
 def load_runs(experiment: str, uri: str, sweeps: bool = False) -> pd.DataFrame:
     """FINISHED runs of ``experiment`` in the store at ``uri``, oldest first; the trials of
     sweeps (tag ``sweep``) only when ``sweeps`` is true.
 
     Columns: ``ID_COLUMNS``, ``params`` (the run's setting: its params outside
-    ``NOT_SETTING``, as sorted JSON), then one per metric (``test/t2v_R1``, ...).
+    ``not_setting()``, as sorted JSON), then one per metric (``test/t2v_R1``, ...).
     """
     _check_store(uri)
     for name in ("alembic", "mlflow"):
@@ -71,8 +76,9 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     out["seed"] = pd.to_numeric(seed, errors="coerce").astype("Int64")
     out["run_id"] = raw["run_id"]
     out["start_time"] = raw["start_time"]
+    ignored = not_setting()
     params = [c for c in raw.columns
-              if c.startswith("params.") and c.removeprefix("params.") not in NOT_SETTING]
+              if c.startswith("params.") and c.removeprefix("params.") not in ignored]
     out["params"] = [json.dumps({c.removeprefix("params."): row[c] for c in params
                                  if isinstance(row[c], str)}, sort_keys=True)
                      for _, row in raw.iterrows()]

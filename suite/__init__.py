@@ -1,0 +1,1 @@
+"""The suite: an application built in layers (docs/architecture.md)."""

@@ -353,10 +353,10 @@ def test_a_fresh_process_checks_tiny_clip_options_against_its_real_depth():
     import subprocess
     import sys
 
-    code = ("from suite.cli import _check_method_config\n"
+    code = ("from suite.models.method import resolve_method_config\n"
             "from suite.errors import UserError\n"
             "try:\n"
-            "    _check_method_config('centerclip', 'tiny-clip', 12, {'cluster_layer': 7})\n"
+            "    resolve_method_config('centerclip', 'tiny-clip', 12, {'cluster_layer': 7})\n"
             "except UserError as exc:\n"
             "    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

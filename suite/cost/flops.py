@@ -106,8 +106,11 @@ class MacCount:
 
 def count_macs(module: nn.Module, inputs: tuple[Any, ...]) -> MacCount:
     """Multiply-adds of ``module(*inputs)`` in eval mode; raises on uncounted real work."""
-    from fvcore.nn import FlopCountAnalysis
     from torch.utils._python_dispatch import _disable_current_modes
+
+    with warnings.catch_warnings():  # importing fvcore scripts a function with torch.jit
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = module.training
     module.eval()

@@ -357,14 +357,13 @@ def build_for_profile(method: str, backbone: str, frames: int, device: torch.dev
     """``method`` on ``backbone`` with random weights (enough for cost): (model, image size,
     text vocabulary)."""
     from methods import registry
-    from suite.models.backbone import check_backbone_name, load_backbone
+    from suite.models.backbone import load_backbone
+    from suite.models.method import resolve_method_config
 
-    check_backbone_name(backbone)  # registers the embedded configs methods read
-    spec = registry.get(method)
-    config = spec.make_config(backbone, frames, options or {})
+    config = resolve_method_config(method, backbone, frames, options or {})
     loaded = load_backbone(backbone, None, "cpu", show_progress=False)
     vocab = int(loaded.model.vocab_size) if hasattr(loaded.model, "vocab_size") else 49408
-    model = spec.build(loaded.model, config, frames, backbone).to(device)
+    model = registry.get(method).build(loaded.model, config, frames, backbone).to(device)
     return model, loaded.image_size, vocab
 
 
@@ -395,3 +394,41 @@ def profile_method(method: str, backbone: str, frames: int, words: int, device: 
     return {**head, "batch": batch, "train_batch": train_batch,
             "precision": resolve_precision(precision, device), "compiled": compile_video,
             **asdict(training), **asdict(inference), **env}
+
+
+def method_options(sets: dict[str, Any]) -> dict[str, Any]:
+    """``method.NAME=VALUE`` settings as method options; any other section is refused."""
+    from suite.errors import UserError
+
+    options = {}
+    for key, value in sets.items():
+        if not key.startswith("method."):
+            raise UserError(f"profile takes only method.NAME settings, got {key!r}")
+        options[key.removeprefix("method.")] = value
+    return options
+
+
+def profile_methods(names: list[str], backbone: str, frames: int, words: int, device: str,
+                    batch: int | None, train_batch: int | None, options: dict[str, Any],
+                    counts_only: bool = False, precision: str = "auto",
+                    compile_video: bool = False) -> list[dict[str, Any]]:
+    """``suite profile``: every method of ``names`` checked first (a bad option or backbone is
+    an error before any work), the machine's peak measured now (unless ``counts_only``), then
+    one row of cost figures per method, as :func:`profile_method`."""
+    from suite.cost.device import resolve_device
+    from suite.models.method import resolve_method_config
+
+    torch_device = resolve_device(device)
+    resolve_precision(precision, torch_device)  # a bad one is a user error before any work
+    batch = batch or default_batch(torch_device)
+    for name in names:
+        resolve_method_config(name, backbone, frames, options)
+    if not counts_only:  # the shares of peak against a measurement taken now (suite.cost.peak)
+        from suite.cost.peak import machine_peaks
+
+        cpu.configure_process()  # before torch's thread pool starts
+        machine_peaks(torch_device, refresh=True)
+    return [profile_method(name, backbone, frames, words, torch_device, batch,
+                           train_batch or batch, options, counts_only=counts_only,
+                           precision=precision, compile_video=compile_video)
+            for name in names]

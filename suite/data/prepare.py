@@ -259,3 +259,14 @@ def prepare(dataset: str, root: str | None, options: dict[str, Any] | None = Non
         cache_dir=str(frame_cache.directory) if frame_cache else None, cached=cached,
         journal=str(journal), seconds=time.perf_counter() - started)
 
+
+
+def data_options(sets: dict[str, Any]) -> dict[str, Any]:
+    """``data.NAME=VALUE`` settings as data options; any other section is refused."""
+    options = {}
+    for key, value in sets.items():
+        section, _, name = key.partition(".")
+        if section != "data" or not name:
+            raise UserError(f"prepare takes only --set data.NAME=VALUE, got {key!r}")
+        options[name] = value
+    return options

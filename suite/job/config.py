@@ -23,6 +23,18 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Optimizer = Literal["adamw", "tempme-adamw", "bertadam"]
 SelectOn = Literal["val", "test", "last"]
 
+#: The sections of a run config: the dotted prefix a setting takes (``--set method.rank=4``)
+#: -> the field that holds the section.
+SECTIONS = {"train": "train", "method": "method_options", "data": "data_options"}
+_PREFIXES = {field: prefix for prefix, field in SECTIONS.items()}
+
+#: Settings that do not change what a run computes (where it runs and logs, how fast it reads
+#: and evaluates, whether a TorchScript file may be loaded): runs that differ only in these are
+#: the same computation. Plan digests (suite.orchestrate.plans) and report groups
+#: (reports.runs) leave them out.
+NOT_COMPUTING = ("experiment", "device", "data_root", "train.num_workers",
+                 "train.eval_batch_size", "trust_torchscript")
+
 
 class _Strict(BaseModel):
     """Frozen, no unknown keys, no silent coercion ("abc" is not a number, 2.5 not an int)."""
@@ -93,8 +105,7 @@ class RunConfig(_Strict):
         out: dict[str, Any] = {}
         for key, value in self.to_dict().items():
             if isinstance(value, dict):
-                prefix = {"train": "train", "method_options": "method", "data_options": "data"}[key]
-                out.update({f"{prefix}.{k}": v for k, v in value.items()})
+                out.update({f"{_PREFIXES[key]}.{k}": v for k, v in value.items()})
             else:
                 out[key] = value
         return out
@@ -115,8 +126,7 @@ class RunConfig(_Strict):
 def first_problem(exc: ValidationError, prefix: str = "") -> str:
     """One line naming the first bad setting, what it got and what is valid."""
     error = exc.errors()[0]
-    names = {"method_options": "method", "data_options": "data"}
-    key = ".".join(names.get(str(p), str(p)) for p in error["loc"])
+    key = ".".join(_PREFIXES.get(str(p), str(p)) for p in error["loc"])
     got = error.get("input")
     text = json.dumps(got) if _jsonable(got) else repr(got)
     shown = f" (got {text})" if "input" in error else ""
@@ -162,8 +172,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = {"train": "train", "method": "method_options", "data": "data_options"}
-_TOP = set(RunConfig.model_fields) - set(_SECTIONS.values())
+_TOP = set(RunConfig.model_fields) - set(SECTIONS.values())
 _TRAIN = set(TrainConfig.model_fields)
 
 
@@ -190,7 +199,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         elif section == "train" and name in _TRAIN:
             raw["train"][name] = _widen(name, value, train_floats)
         elif section in ("method", "data") and name:
-            raw[_SECTIONS[section]][name] = value
+            raw[SECTIONS[section]][name] = value
         else:
             raise UserError(
                 f"unknown setting {key!r}; valid: {', '.join(sorted(_TOP))}, "
@@ -241,3 +250,22 @@ def apply_preset(config: Any, name: str) -> Any:
     reads_videos = load_card(config.dataset).loader != "synthetic"
     video = preset.video_settings if reads_videos else {}
     return apply_overrides(config, {**preset.settings, **video, "preset": name})
+
+
+def method_config(config: RunConfig) -> Any:
+    """The run's method config (its knobs resolved for the run's backbone and frames); an
+    unknown method or backbone and a bad option are one-line UserErrors. A job resolves it once
+    (``suite.job.engine.check``) and builds its model from it."""
+    from suite.models.method import resolve_method_config
+
+    return resolve_method_config(config.method, config.backbone, config.frames,
+                                 config.method_options)
+
+
+def trains(config: RunConfig) -> bool:
+    """Whether the run trains: its method has parameters to train (``Method.learning_rates``
+    names their rates) and ``train.epochs > 0``. It decides whether a run reads its training
+    split, which files its check probes and what a plan's dry run counts."""
+    from methods.registry import get
+
+    return bool(get(config.method).learning_rates) and config.train.epochs > 0

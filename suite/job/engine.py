@@ -29,11 +29,11 @@ from suite.data.loading import ImageSpec, make_collate, to_pixels, training_load
 from suite.data.registry import load_split
 from suite.errors import TrainingDiverged, UserError
 from suite.job import checkpoint, distributed, optim, ownership, tracking
-from suite.job.config import RunConfig
+from suite.job.config import RunConfig, method_config, trains
 from suite.job.evaluation import evaluate
 from suite.job.selection import Kept, Selection
 from suite.job.skipped import log_skipped_videos
-from suite.models.backbone import Backbone, check_backbone_name, load_backbone
+from suite.models.backbone import Backbone, load_backbone
 from suite.models.embedded import text_context
 from suite.models.loss import symmetric_infonce
 
@@ -58,23 +58,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def method_config(config: RunConfig) -> Any:
-    """The method's resolved knobs; unknown methods and bad options are user errors."""
+def build_model(config: RunConfig, backbone: Backbone, knobs: Any = None) -> Any:
+    """The method's retrieval model on ``backbone``, built from ``knobs``, the method config
+    already resolved (``check``); None: resolved here (``suite.job.config.method_config``)."""
     from methods import registry
 
-    method = registry.get(config.method)
-    try:
-        return method.make_config(config.backbone, config.frames, config.method_options)
-    except (ValueError, TypeError) as exc:  # ScheduleError included
-        raise UserError(str(exc).splitlines()[0]) from None
-
-
-def build_model(config: RunConfig, backbone: Backbone) -> Any:
-    """The method's retrieval model on ``backbone``."""
-    from methods import registry
-
-    method = registry.get(config.method)
-    return method.build(backbone.model, method_config(config), config.frames, config.backbone)
+    if knobs is None:
+        knobs = method_config(config)
+    return registry.get(config.method).build(backbone.model, knobs, config.frames,
+                                             config.backbone)
 
 
 def make_optimizer(model: Any, config: RunConfig, steps: int) -> tuple[Any, Any]:
@@ -282,15 +274,22 @@ class Trainer:
         return selection.kept
 
 
-def check(config: RunConfig) -> None:
-    """Everything a user can get wrong, checked before an MLflow run is opened (the types and
-    ranges of every setting were checked when the config was built)."""
-    check_backbone_name(config.backbone)  # registers the embedded configs methods read
-    method_config(config)
+def check_method(config: RunConfig) -> Any:
+    """The run's method config, resolved once (backbone name, method options, merge schedule
+    checked); refused if the method cannot take the padded clips of the run's data policy."""
     from methods.registry import padding_refusal
 
+    knobs = method_config(config)
     if refusal := padding_refusal(config.method, config.data_options.get("policy")):
         raise UserError(refusal)
+    return knobs
+
+
+def check(config: RunConfig) -> Any:
+    """Everything a user can get wrong, checked before an MLflow run is opened (the types and
+    ranges of every setting were checked when the config was built). Returns the method
+    config it resolved (``check_method``), for the job to build its model from."""
+    knobs = check_method(config)
     load_card(config.dataset)
     resolve_precision(config.train.precision, resolve_device(config.device))
     if config.words > text_context(config.backbone):
@@ -301,11 +300,10 @@ def check(config: RunConfig) -> None:
 
         get_preset(config.preset)
     # Last: every video file the run reads is found and probed before anything trains or logs.
-    from methods import registry
     from suite.data.real import check_files
 
-    trains = bool(registry.get(config.method).learning_rates) and config.train.epochs > 0
-    check_files(load_card(config.dataset), config, trains)
+    check_files(load_card(config.dataset), config, trains(config))
+    return knobs
 
 
 @dataclass
@@ -315,6 +313,7 @@ class Job:
     data option, a missing video) stops here, before an MLflow run or a file exists."""
 
     config: RunConfig
+    knobs: Any  # the method config, resolved once (check) and built from
     card: DatasetCard
     device: torch.device
     processes: distributed.Processes
@@ -325,17 +324,16 @@ class Job:
 
     @property
     def trains(self) -> bool:
-        return bool(self.model.trainable_parameters()) and self.config.train.epochs > 0
+        return trains(self.config)
 
 
-def prepare(config: RunConfig, card: DatasetCard, device: torch.device, show_progress: bool,
-            processes: distributed.Processes) -> Job:
-    """Read and build everything a run needs (see ``Job``): the splits first (cheap, and a
-    data mistake should not wait for a backbone's first-time pre-training), then the model."""
-    from methods import registry
-
+def prepare(config: RunConfig, knobs: Any, card: DatasetCard, device: torch.device,
+            show_progress: bool, processes: distributed.Processes) -> Job:
+    """Read and build everything a run needs (see ``Job``) with the method config ``knobs``:
+    the splits first (cheap, and a data mistake should not wait for a backbone's first-time
+    pre-training), then the model."""
     names = ["test"]
-    if registry.get(config.method).learning_rates and config.train.epochs > 0:
+    if trains(config):
         names.append("train")
     if config.select_on == "val":
         names.append("val")
@@ -349,9 +347,9 @@ def prepare(config: RunConfig, card: DatasetCard, device: torch.device, show_pro
         distributed.barrier(processes)
     # Seeded again after loading: a first-time pre-training must not change what follows.
     seed_everything(config.train.seed)
-    model = build_model(config, backbone).to(device)
+    model = build_model(config, backbone, knobs).to(device)
     trainer = Trainer(model, config, card, backbone, device, show_progress, processes)
-    return Job(config, card, device, processes, backbone, model, trainer, splits)
+    return Job(config, knobs, card, device, processes, backbone, model, trainer, splits)
 
 
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
@@ -364,7 +362,7 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     checkpoint (see ``resume_run``), continues its MLflow run after the checkpoint's epoch.
     ``on_epoch(epoch, selection metrics)`` is called after each epoch (``Trainer.on_epoch``).
     """
-    check(config)
+    knobs = check(config)
     cpu.configure_process()  # before torch's thread pool starts (denormals, allocator)
     card = load_card(config.dataset)
     processes = distributed.from_environment()
@@ -377,7 +375,7 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     device = distributed.local_device(processes, resolve_device(config.device))
     distributed.start(processes, device, config.train.batch_size)
     try:
-        job = prepare(config, card, device, show_progress, processes)
+        job = prepare(config, knobs, card, device, show_progress, processes)
         job.trainer.on_epoch = on_epoch
         with cpu.kernels(device, model=job.model):  # the fastest fp32 GEMMs (suite.cost.cpu)
             if not processes.main:  # trains and evaluates its share; rank 0 logs, checkpoints

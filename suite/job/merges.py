@@ -169,3 +169,22 @@ def _as_uint8(pixels: torch.Tensor, image: Any) -> np.ndarray:
     std = torch.tensor(image.std).view(1, 3, 1, 1)
     rgb = (pixels * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
     return (rgb * 255).round().to(torch.uint8).numpy()
+
+
+def draw_merges(method: str | None, run_id: str | None, dataset: str, sets: list[str],
+                uri: str, video: int, split: str, out: Path) -> Any:
+    """``suite merges``: the merge map of one video, for ``method`` untrained on ``dataset``
+    (with ``sets``) or for the trained run ``run_id``; returns :func:`visualise`'s result."""
+    import tempfile
+
+    from suite.job import config as cfg
+
+    with tempfile.TemporaryDirectory(prefix="suite-merges-") as downloads:
+        weights = None
+        if run_id is not None:
+            config_file, weights = run_artifacts(run_id, uri, Path(downloads))
+            resolved = cfg.load_file(config_file)
+        else:
+            assert method is not None
+            resolved = cfg.apply_overrides(cfg.base_for(method, dataset), cfg.parse_sets(sets))
+        return visualise(resolved, weights, video, split, out)

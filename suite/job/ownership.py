@@ -254,3 +254,27 @@ def mark_abandoned(uri: str, run_id: str) -> None:
     client = MlflowClient(uri)
     client.set_tag(run_id, "abandoned", "true")
     client.set_terminated(run_id, status="FAILED")
+
+
+def end_abandoned(uri: str, experiment: str, dry_run: bool = False) -> list[dict[str, Any]]:
+    """``suite abandoned``: each RUNNING run of ``experiment`` judged by its owner record, and
+    those whose owner is gone marked FAILED (``abandoned=true``) unless ``dry_run``. One dict
+    per run: ``run_id``, ``name``, ``owner``, ``state`` (unknown, alive, abandoned, marked) and
+    the ``line`` to print."""
+    found = []
+    for run in running_runs(uri, experiment):
+        owner = run.owner.describe() if run.owner is not None else None
+        if run.owner is None:
+            state, text = "unknown", "RUNNING with no owner record; cannot tell, left as it is"
+        elif not run.abandoned:
+            state, text = "alive", f"RUNNING, owner alive ({owner})"
+        elif dry_run:
+            state, text = "abandoned", f"abandoned, owner gone ({owner})"
+        else:
+            mark_abandoned(uri, run.run_id)
+            state, text = "marked", (f"abandoned, owner gone ({owner}); marked FAILED (suite "
+                                     f"run --resume {run.run_id} continues it from its "
+                                     f"checkpoint)")
+        found.append({"run_id": run.run_id, "name": run.name, "owner": owner, "state": state,
+                      "line": f"run {run.run_id} ({run.name}): {text}"})
+    return found

@@ -1,0 +1,1 @@
+"""Many jobs: benchmark plans, their bench (here, in a local pool or on SLURM), and sweeps."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from suite.errors import UserError
 from suite.orchestrate.plans import Plan, PlannedRun
 from suite.orchestrate.state import (
     Action,
@@ -140,3 +141,33 @@ def summary_lines(outcomes: list[Outcome]) -> list[str]:
 
 def default_workdir(plan: Plan) -> Path:
     return Path(os.environ.get("SUITE_BENCH_DIR", "bench")) / plan.name
+
+
+def select_rows(plan: Plan, runs: list[PlannedRun], rows: list[str]) -> list[PlannedRun]:
+    """The runs of the rows labelled ``rows`` (all runs when ``rows`` is empty)."""
+    if not rows:
+        return runs
+    labels = {r.base_row for r in runs} | {r.row for r in runs}
+    unknown = sorted(set(rows) - labels)
+    if unknown:
+        raise UserError(f"--row {unknown[0]!r} is not a row of plan {plan.name}; rows: "
+                        f"{', '.join(r.label for r in plan.rows)}")
+    return [r for r in runs if r.base_row in rows or r.row in rows]
+
+
+LAUNCHERS = ("local", "slurm")
+SUBMITIT_CLUSTERS = ("slurm", "local")
+
+
+def check_launcher(launcher: str, submitit_cluster: str) -> None:
+    """Refuse an unknown launcher, or a bench started under torchrun (it starts runs itself)."""
+    from suite.job.distributed import from_environment
+
+    if from_environment().enabled:
+        raise UserError("suite bench starts its runs itself; start it without torchrun "
+                        "(--launcher slurm --gpus-per-job N runs torchrun inside each job)")
+    if launcher not in LAUNCHERS:
+        raise UserError(f"unknown --launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
+    if submitit_cluster not in SUBMITIT_CLUSTERS:
+        raise UserError(f"unknown --submitit-cluster {submitit_cluster!r}; valid: "
+                        f"{', '.join(SUBMITIT_CLUSTERS)}")

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from suite.orchestrate.plans import Plan, PlannedRun
@@ -49,10 +50,10 @@ def training_samples(run: PlannedRun) -> int | None:
 
 
 def training_steps(run: PlannedRun, method_config: Any) -> int | None:
-    from methods.registry import get
+    from suite.job.config import trains
 
     config = run.config
-    if not get(config.method).learning_rates or config.train.epochs == 0:
+    if not trains(config):
         return 0
     samples = training_samples(run)
     if samples is None:
@@ -79,7 +80,8 @@ def estimate(runs: list[PlannedRun], time_steps: bool = True,
     from suite.cost.device import resolve_device
     from suite.cost.flops import count_macs
     from suite.cost.profiling import default_batch, dummy_video, measure_training_step
-    from suite.job import engine
+    from suite.job.config import method_config
+    from suite.job.engine import build_model
     from suite.models.backbone import load_backbone
     from suite.models.embedded import embedded_names
 
@@ -88,18 +90,15 @@ def estimate(runs: list[PlannedRun], time_steps: bool = True,
     for run in runs:
         key = _model_key(run)
         config = run.config
-        method_config = engine.method_config(config)
+        knobs = method_config(config)
         if key not in measured:
             if on_model is not None:
                 on_model(f"{config.method} on {config.backbone}")
-            from methods.registry import get
-
             device = resolve_device(config.device)
             torch.manual_seed(0)
             loaded = load_backbone(config.backbone, None, "cpu", show_progress=False)
             vocab = int(getattr(loaded.model, "vocab_size", 49408))
-            model = get(config.method).build(loaded.model, method_config, config.frames,
-                                             config.backbone).to(device)
+            model = build_model(config, loaded, knobs).to(device)
             seconds: float | None = None
             batch: int | None = None
             if time_steps and model.trainable_parameters():
@@ -120,7 +119,7 @@ def estimate(runs: list[PlannedRun], time_steps: bool = True,
                 gmacs = count_macs(model.video_encoder, (pixels, mask)).gmacs
             measured[key] = (gmacs, seconds, batch)
         gmacs, seconds, batch = measured[key]
-        out[run.digest] = Estimate(gmacs, training_steps(run, method_config), seconds, batch)
+        out[run.digest] = Estimate(gmacs, training_steps(run, knobs), seconds, batch)
     return out
 
 
@@ -204,3 +203,19 @@ def dry_run_json(runs: list[PlannedRun], actions: list[Action],
                         "video_gmacs": e.video_gmacs, "steps": e.steps,
                         "seconds_per_step": e.seconds_per_step, "seconds": e.seconds}})
     return json.dumps(out, indent=2, sort_keys=True)
+
+
+def dry_run(runs: list[PlannedRun], options: Any, timing: bool,
+            on_model: Callable[[str], None] | None = None
+            ) -> tuple[list[Action], dict[str, Estimate]]:
+    """What ``suite bench --dry-run`` shows: each run's action and the estimated cost of each
+    distinct model. Nothing is written: a store that does not exist yet is not created (every
+    run is then new)."""
+    from suite.orchestrate.state import plan_actions
+
+    store = options.uri.removeprefix("sqlite:///")
+    if options.uri.startswith("sqlite:///") and not Path(store).is_file():
+        actions = [Action("new") for _ in runs]
+    else:
+        actions = plan_actions(runs, options)
+    return actions, estimate(runs, timing, on_model=on_model)

@@ -27,13 +27,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from suite.errors import UserError
-from suite.job.config import RunConfig, apply_overrides, base_for, first_problem
+from suite.job.config import (
+    NOT_COMPUTING,
+    RunConfig,
+    apply_overrides,
+    base_for,
+    first_problem,
+    method_config,
+    trains,
+)
 
-#: Settings that do not change what a run computes: a run finished with other values of these
-#: still counts as done (the same as reports.runs.NOT_SETTING, less the seed, which is part of
-#: a planned run's identity).
-DIGEST_IGNORES = ("experiment", "device", "data_root", "train.num_workers",
-                  "train.eval_batch_size")
+#: What a planned run's digest leaves out, so that a run finished with other values of these
+#: still counts as done: the settings that do not change what a run computes
+#: (suite.job.config.NOT_COMPUTING), less ``trust_torchscript``, which digests have always
+#: included (leaving it out would change every digest and run finished plans again).
+DIGEST_IGNORES = tuple(k for k in NOT_COMPUTING if k != "trust_torchscript")
 #: Reference figures a row may carry, by the report column they sit beside.
 REFERENCE_FIELDS = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR",
                     "rsum": "R-Sum", "gflops": "GFLOPs (MACs)"}
@@ -45,7 +53,7 @@ def plans_dir() -> Path:
     """Where the plans live: ``suite/plans``, in the repository a link to the top-level
     ``plans/``, in an installed wheel copies of them; ``SUITE_PLANS_DIR`` moves it."""
     env = os.environ.get("SUITE_PLANS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent / "plans"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "plans"
 
 
 def available() -> list[str]:
@@ -313,7 +321,8 @@ def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | N
     for row in plan.rows:
         for point in grid_points(row):
             label = point_label(row, point)
-            config, explicit = _resolve(plan, row, point, overrides, dataset, label)
+            config, explicit = _resolve(plan, row, point, overrides, dataset, label,
+                                        check_axes=check != "none")
             for seed in plan.seeds:
                 seeded = apply_overrides(config, {"train.seed": seed,
                                                   "experiment": experiment_of(plan, dataset)})
@@ -321,7 +330,7 @@ def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | N
                 key = config.digest(ignore=(*DIGEST_IGNORES, "train.seed"))
                 if check != "none" and key not in checked:
                     data = json.dumps([seeded.dataset, seeded.data_root, seeded.select_on,
-                                       seeded.data_options, _trains(seeded)], sort_keys=True,
+                                       seeded.data_options, trains(seeded)], sort_keys=True,
                                       default=str)
                     try:
                         check_config(seeded, check == "full" and data not in files_checked)
@@ -334,13 +343,6 @@ def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | N
     return runs
 
 
-def _trains(config: RunConfig) -> bool:
-    """Whether a run reads its training split (the files a check probes depend on it)."""
-    from methods.registry import get
-
-    return bool(get(config.method).learning_rates) and config.train.epochs > 0
-
-
 def check_config(config: RunConfig, files: bool) -> None:
     """``suite run``'s checks of ``config`` (suite.job.engine.check), with the data files' probe
     only when ``files`` (it reads every video of a real dataset: once per dataset is enough)."""
@@ -348,20 +350,16 @@ def check_config(config: RunConfig, files: bool) -> None:
 
     if files:
         engine.check(config)
-        return
-    from methods.registry import padding_refusal
-    from suite.models.backbone import check_backbone_name
-
-    check_backbone_name(config.backbone)
-    engine.method_config(config)
-    if refusal := padding_refusal(config.method, config.data_options.get("policy")):
-        raise UserError(refusal)
+    else:
+        engine.check_method(config)
 
 
 def _resolve(plan: Plan, row: Row, point: dict[str, Any], overrides: dict[str, Any],
-             dataset: str | None, label: str) -> tuple[RunConfig, dict[str, Any]]:
+             dataset: str | None, label: str, check_axes: bool = True
+             ) -> tuple[RunConfig, dict[str, Any]]:
     """The row's config before the seed: card and preset, then defaults, row, per-backbone
-    settings, grid point and the invocation's overrides."""
+    settings, grid point and the invocation's overrides (grid axes checked against the method's
+    options when ``check_axes``; that imports the method)."""
     where = f"plan {plan.name}, row {label!r}"
     if dataset is None:
         chosen = row.dataset or plan.defaults.dataset or "synthetic"
@@ -384,7 +382,7 @@ def _resolve(plan: Plan, row: Row, point: dict[str, Any], overrides: dict[str, A
         config = apply_overrides(config, explicit)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
-    for key in point:
+    for key in point if check_axes else ():
         _check_axis(where, key, config)
     try:
         config = apply_overrides(config, {**point, **overrides})
@@ -429,10 +427,6 @@ def knob_value(run: PlannedRun, knob: str) -> str:
         return _show(flat[knob])
     section, _, name = knob.partition(".")
     if section == "method":
-        from suite.job.engine import method_config
-        from suite.models.backbone import check_backbone_name
-
-        check_backbone_name(run.config.backbone)  # registers the embedded configs methods read
         resolved = method_config(run.config)
         value = getattr(resolved, name, "-")
         if value is None:

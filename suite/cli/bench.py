@@ -1,0 +1,123 @@
+"""``suite bench PLAN``: every run of a benchmark plan, here or on SLURM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from suite.cli.common import (
+    CheckpointDir,
+    DataRoot,
+    Device,
+    Sets,
+    TrackingUri,
+    guarded,
+    stop_on_sigterm,
+)
+
+SUMMARY = "Run a benchmark plan: every row and seed one run, skipping what is already done."
+EXAMPLES = """Examples:
+
+\b
+  suite bench synthetic-all --dry-run          # every run, its settings and estimated cost
+  suite bench synthetic-all --jobs 2
+  suite bench tempme-ablation-schedule --dataset synthetic --row "ClipMe at layer 6"
+  suite bench tempme-msrvtt-b32 --launcher slurm --partition gpu --gpus-per-job 1
+"""
+
+
+@guarded
+def bench(
+    plan: Annotated[str, typer.Argument(
+        help="A plan: its name (`suite list plans`) or the path of a plan file.")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List every run, its resolved settings and estimated cost; run "
+        "nothing.")] = False,
+    jobs: Annotated[int, typer.Option(
+        min=1, help="Runs at a time: one per GPU (CUDA_VISIBLE_DEVICES), or CPU processes "
+        "sharing the cores.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads per run (default: cores // --jobs).")] = None,
+    launcher: Annotated[str, typer.Option(help="local or slurm (through submitit).")] = "local",
+    partition: Annotated[str | None, typer.Option(
+        help="SLURM partition (default: the cluster's).")] = None,
+    account: Annotated[str | None, typer.Option(
+        help="SLURM account (default: yours).")] = None,
+    gpus_per_job: Annotated[int, typer.Option(
+        min=0, help="GPUs per SLURM job; more than 1 runs torchrun inside the job.")] = 1,
+    time_limit: Annotated[int, typer.Option(
+        "--time", min=1, help="SLURM time limit per job, minutes.")] = 1440,
+    cpus_per_job: Annotated[int, typer.Option(min=1, help="CPUs per SLURM job.")] = 8,
+    submitit_cluster: Annotated[str, typer.Option(
+        help="submitit executor for --launcher slurm: slurm, or local (the jobs run on this "
+             "machine through submitit's local executor; for testing).")] = "slurm",
+    dataset: Annotated[str | None, typer.Option(
+        help="Run every row on this dataset card with its own defaults (backbone, training "
+             "settings; the plan's dataset, backbone and preset dropped), e.g. synthetic.")
+    ] = None,
+    data_root: DataRoot = None,
+    device: Device = None,
+    set_: Sets = None,
+    row: Annotated[list[str] | None, typer.Option(
+        "--row", help="Only this row (its label), repeatable (default: every row).")] = None,
+    no_timing: Annotated[bool, typer.Option(
+        "--no-timing", help="Dry run: multiply-adds only, no timed training step.")] = False,
+    tracking_uri: TrackingUri = None,
+    checkpoint_dir: CheckpointDir = Path("checkpoints"),
+    json_out: Annotated[bool, typer.Option("--json", help="Dry run as JSON.")] = False,
+) -> None:
+    """Run a benchmark plan: every row and seed one run, skipping what is already done.
+
+    Finished runs are skipped, interrupted ones resumed from their checkpoint, failed ones
+    tried once more; the same command run again picks up where it stopped.
+    """
+    from suite.job import config as cfg
+    from suite.job.tracking import tracking_uri as resolve_uri
+    from suite.orchestrate import bench as orchestrate
+    from suite.orchestrate.plans import expand, load_plan
+
+    stop_on_sigterm()
+    orchestrate.check_launcher(launcher, submitit_cluster)
+    loaded = load_plan(plan)
+    overrides = {k: v for k, v in {"data_root": data_root, "device": device}.items()
+                 if v is not None}
+    overrides.update(cfg.parse_sets(set_ or []))
+    runs = expand(loaded, overrides, dataset, check="config" if dry_run else "full")
+    runs = orchestrate.select_rows(loaded, runs, row or [])
+    options = orchestrate.BenchOptions(
+        uri=resolve_uri(tracking_uri), checkpoints=checkpoint_dir,
+        workdir=orchestrate.default_workdir(loaded), jobs=jobs, threads=threads,
+        launcher="slurm" if launcher == "slurm" else "local",
+        slurm={"partition": partition, "account": account, "gpus": gpus_per_job,
+               "time": time_limit, "cpus": cpus_per_job, "cluster": submitit_cluster})
+    if dry_run:
+        show_dry_run(loaded, runs, options, not no_timing, json_out)
+        return
+    try:
+        outcomes = orchestrate.bench(loaded, runs, options)
+    except orchestrate.Interrupted as stopped:
+        for line in orchestrate.summary_lines(stopped.outcomes):
+            typer.echo(line, err=True)
+        raise
+    for line in orchestrate.summary_lines(outcomes):
+        typer.echo(line)
+    if any(o.status in ("failed", "busy") for o in outcomes):
+        raise typer.Exit(1)
+
+
+def show_dry_run(plan: object, runs: list, options: object, timing: bool,
+                 json_out: bool) -> None:
+    """Print what ``--dry-run`` found, with a status line while the costs are estimated."""
+    from suite.common.progress import console
+    from suite.orchestrate.estimate import dry_run, dry_run_json, dry_run_lines
+
+    with console.status("estimating costs") as status:
+        actions, estimates = dry_run(runs, options, timing, on_model=lambda text: status.update(
+            f"estimating costs: {text}"))
+    if json_out:
+        typer.echo(dry_run_json(runs, actions, estimates))
+    else:
+        for line in dry_run_lines(plan, runs, actions, estimates):
+            typer.echo(line)

@@ -1,0 +1,122 @@
+"""``suite report`` (tables and plots from finished runs) and ``suite abandoned`` (runs whose
+process is gone)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from suite.cli.common import JsonOut, Sets, TrackingUri, echo_json, guarded
+from suite.errors import UserError
+
+REPORT_SUMMARY = "Compare finished runs in a table: one row per method and setting, over seeds."
+REPORT_EXAMPLES = """Examples:
+
+\b
+  suite report                                   # the tvr-suite experiment, Markdown
+  suite report --plan synthetic-all --out report # a plan's table, plot and files
+  suite report --plan tempme-ablation-schedule --dataset synthetic --format latex
+"""
+ABANDONED_SUMMARY = "End RUNNING runs whose process is gone: marked FAILED, resumable."
+ABANDONED_EXAMPLES = """Examples:
+
+\b
+  suite abandoned --dry-run
+  suite abandoned --experiment tvr-suite
+"""
+FORMATS = ("md", "latex", "csv", "html")
+
+
+@guarded
+def report(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
+    format_: Annotated[str, typer.Option(
+        "--format", help="md, latex, csv or html.")] = "md",
+    out: Annotated[Path | None, typer.Option(
+        help="Write report.<ext> and R-Sum vs GFLOPs plots (PNG) into this folder (default: "
+             "print the table).")] = None,
+    tracking_uri: TrackingUri = None,
+    plan: Annotated[str | None, typer.Option(
+        help="A benchmark plan's table instead (its rows in order, deltas against its "
+             "baseline, the published figures beside ours); --experiment is the plan's.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="With --plan: the runs of `suite bench --dataset D`.")] = None,
+    set_: Sets = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the table's rows as JSON (means and stds as numbers).")] = False,
+) -> None:
+    """Compare finished runs in a table: one row per method and setting, over seeds.
+
+    Cells are mean ± std over seeds; with --plan the rows are the plan's, in its order (--set
+    and --dataset as given to `suite bench`).
+    """
+    from suite.job.tracking import tracking_uri as resolve_uri
+
+    if format_ not in FORMATS:
+        raise UserError(f"unknown --format {format_!r}; valid: {', '.join(FORMATS)}")
+    if plan is None and (dataset is not None or set_):
+        raise UserError("--dataset and --set go with --plan")
+    if out is not None:
+        from suite.common.preflight import writable_folder
+
+        writable_folder(out, "--out")
+    uri = resolve_uri(tracking_uri)
+    if plan is not None:
+        from reports.plan import (
+            load_plan_runs,
+            plan_spec,
+            plan_table,
+            render_plan,
+            write_plan_report,
+        )
+        from suite.job.config import parse_sets
+
+        spec = plan_spec(plan, dataset, parse_sets(set_ or []))
+        table = plan_table(spec, load_plan_runs(spec, uri))
+        render = partial(render_plan, spec, table, format_)
+        write = partial(write_plan_report, spec, table, format_)
+    else:
+        from reports.files import write_report
+        from reports.runs import load_runs
+        from reports.tables import comparison_table
+        from reports.tables import render as render_table
+
+        table = comparison_table(load_runs(experiment, uri))
+        render = partial(render_table, table, format_)
+        write = partial(write_report, table, format_)
+    if json_out:
+        typer.echo(table.to_json(orient="records", indent=2))
+    elif out is None:
+        typer.echo(render(), nl=False)
+    else:
+        for path in write(out):
+            typer.echo(str(path))
+
+
+@guarded
+def abandoned(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "tvr-suite",
+    tracking_uri: TrackingUri = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List only; mark nothing.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """End RUNNING runs whose process is gone: marked FAILED, resumable.
+
+    A run whose owner (process, host) is gone is marked FAILED with the tag abandoned=true and
+    keeps its checkpoint for `suite run --resume`; runs with a live owner are left alone.
+    """
+    from suite.job.ownership import end_abandoned
+    from suite.job.tracking import tracking_uri as resolve_uri
+
+    found = end_abandoned(resolve_uri(tracking_uri), experiment, dry_run)
+    if json_out:
+        echo_json([{k: v for k, v in f.items() if k != "line"} for f in found])
+        return
+    if not found:
+        typer.echo(f"no RUNNING runs in experiment {experiment}")
+    for item in found:
+        typer.echo(item["line"])
