@@ -45,8 +45,9 @@ def bench(session: nox.Session) -> None:
 
 
 # The smoke subset `lowest` runs: configs, the CLI, one end-to-end run, checkpoints, metrics.
-SMOKE = ["tests/test_cli.py", "tests/test_bad_input.py", "tests/test_run_end_to_end.py",
-         "tests/test_resume.py", "tests/test_metrics.py", "tests/test_methods_tempme.py"]
+SMOKE = ["tests/cli/test_cli.py", "tests/cli/test_bad_input.py", "tests/job/test_run_end_to_end.py",
+         "tests/job/test_resume.py", "tests/job/test_metrics.py",
+         "tests/methods/test_methods_tempme.py"]
 
 
 def lowest_constraints() -> list[str]:

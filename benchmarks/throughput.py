@@ -7,7 +7,8 @@ bf16), then every method in every precision (median of ``--repeats`` timed batch
 and, with ``--train``, one training step per method (forward + backward of the InfoNCE loss).
 Rounds alternate so that drift in the machine's speed hits every figure alike; the table gives
 medians over rounds, the ratios their median, min and max. FLOP/s = 2 x the video multiply-adds
-(suite.cost.flops) x videos/s; "of peak" divides by the peak measured in the same round and precision.
+(suite.cost.flops) x videos/s; "of peak" divides by the peak measured in the same round and
+precision.
 Runs with the suite's CPU kernel settings (suite.cost.cpu), as ``suite run`` does.
 
 ``--clock thread`` times this thread's CPU time instead of wall time: on a machine shared with
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the torch.compile-d video tower (fp32)")
     parser.add_argument("--routes", nargs="+", choices=["onednn", "torch"],
-                        help="fp32 GEMM routes to compare (default: this machine's, suite.cost.cpu)")
+                        help="fp32 GEMM routes to compare (default: this machine's, "
+                             "suite.cost.cpu)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--decode-rates", type=Path,
                         help="JSON rows of benchmarks/decode.py to add to the table")

@@ -40,7 +40,7 @@ def check_vision_transformer(visual: Any) -> None:
 def vision_depth(backbone: str) -> int:
     """Number of blocks of an open_clip vision tower, read from its config (no model built).
 
-    Embedded configs (tiny-clip) must be registered first (``suite.models.backbone``); an unknown name
+    Embedded configs (tiny-clip) must be registered with open_clip first; an unknown name
     is an error rather than a guess, so that no schedule is validated against the wrong depth.
     """
     import open_clip

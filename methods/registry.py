@@ -264,14 +264,15 @@ def register(method: Method) -> Method:
     """Add ``method`` to the registry; a second method with the same name (registered, or
     declared by another built-in module or plug-in) is an error."""
     existing = _registry.get(method.name)
-    if existing is not None and existing is not method:
+    if existing is method:
+        return method
+    declared = _sources().get(method.name, [])
+    module = getattr(method.build, "__module__", None)
+    if declared and all(source.module != module for source in declared):
+        raise DuplicateMethodError(f"method {method.name!r} is already declared by "
+                                   f"{declared[0]}")
+    if existing is not None:
         raise DuplicateMethodError(f"method {method.name!r} is already registered")
-    if existing is None:
-        declared = _sources().get(method.name, [])
-        module = getattr(method.build, "__module__", None)
-        if declared and all(source.module != module for source in declared):
-            raise DuplicateMethodError(f"method {method.name!r} is already declared by "
-                                       f"{declared[0]}")
     _registry[method.name] = method
     return method
 

@@ -3,9 +3,10 @@ against the baseline row, the published figures beside ours, and its R-Sum vs GF
 
 Reads MLflow only. What the plan expects (rows, the config digest of every run, knob values,
 reference figures) comes in as a :class:`PlanSpec` of plain values, made by the caller from the
-plan file (suite.orchestrate.plans); a run counts for a row when it is FINISHED, tagged with the plan and
-has one of the row's digests (the latest run of each digest, so a run done twice counts once).
-Runs of an older version of the plan (another digest) are left out.
+plan file (suite.orchestrate.plans, :func:`plan_spec`); a run counts for a row when it is
+FINISHED, tagged with the plan and has one of the row's digests (the latest run of each
+digest, so a run done twice counts once). Runs of an older version of the plan (another
+digest) are left out.
 """
 
 from __future__ import annotations

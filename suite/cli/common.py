@@ -127,11 +127,13 @@ def echo_json(value: Any) -> None:
 # -- options several commands share --------------------------------------------------------
 
 TrackingUri = Annotated[str | None, typer.Option(
-    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this folder).")]
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in "
+         "this folder).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 Sets = Annotated[list[str] | None, typer.Option(
-    "--set", metavar="KEY=VALUE", help="key=value setting, repeatable: train.lr=1e-4, method.rank=4, "
-                  "data.num_train=500 (see docs/usage.md).")]
+    "--set", metavar="KEY=VALUE",
+    help="key=value setting, repeatable: train.lr=1e-4, method.rank=4, data.num_train=500 "
+         "(see docs/usage.md).")]
 CheckpointDir = Annotated[Path, typer.Option(
     help="Where unfinished runs keep their epoch checkpoint.")]
 Device = Annotated[str | None, typer.Option(

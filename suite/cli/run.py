@@ -76,7 +76,8 @@ def run(
     checkpoint_dir: CheckpointDir = Path("checkpoints"),
     json_out: JsonOut = False,
     tag: Annotated[list[str] | None, typer.Option(
-        "--tag", metavar="KEY=VALUE", help="key=value tag added to the MLflow run, repeatable.")] = None,
+        "--tag", metavar="KEY=VALUE",
+        help="key=value tag added to the MLflow run, repeatable.")] = None,
 ) -> None:
     """Fine-tune and evaluate one method on one dataset, and log everything to MLflow.
 

@@ -14,8 +14,8 @@ are never read as the new rule's, and the storage format (``data.cache_format``)
   (``benchmarks/results/decode.md``), so it is never the default.
 
 Runs read the cache automatically when the folder exists; files are written atomically
-(``suite.common.files.write_atomic``), so an interrupted ``prepare --cache`` leaves only whole files and
-resumes where it stopped.
+(``suite.common.files.write_atomic``), so an interrupted ``prepare --cache`` leaves only whole
+files and resumes where it stopped.
 
 Scan journal: one JSON line per checked video (id, file, size, modification time, status), keyed
 by dataset and video folder. ``prepare`` appends to it as it goes (so it resumes), and building a

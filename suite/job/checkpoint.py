@@ -3,9 +3,9 @@
 After every epoch the trainer writes one file, ``<checkpoint dir>/<MLflow run id>/last.pt``:
 the resolved config, the epochs and steps done, the trainable weights, optimiser, scheduler and
 grad-scaler states, the kept (best) evaluation with its weights, the random-number states and
-the timings. The file is replaced atomically (suite.common.files), so a crash while writing leaves the
-previous epoch's checkpoint. A run that finishes deletes its checkpoint (its trained weights
-are an MLflow artifact).
+the timings. The file is replaced atomically (suite.common.files), so a crash while writing
+leaves the previous epoch's checkpoint. A run that finishes deletes its checkpoint (its
+trained weights are an MLflow artifact).
 
 Nothing in a checkpoint runs code: it holds tensors and plain values only, is read with
 ``torch.load(weights_only=True)``, and carries a SHA-256 of its contents, checked before it is

@@ -15,7 +15,8 @@ from typing import Any
 from suite.errors import UserError
 from suite.models.embedded import embedded_names, quiet_logging, register_embedded_configs
 
-SYNTHETIC_TAG = "synthetic"  # pretrained tag of the embedded tiny CLIP: made by suite.models.pretrain
+# The pretrained tag of the embedded tiny CLIP, whose weights suite.models.pretrain makes.
+SYNTHETIC_TAG = "synthetic"
 
 
 @dataclass

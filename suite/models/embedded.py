@@ -1,7 +1,7 @@
 """The model configs shipped with the suite (the embedded ``tiny-clip``), registered with
 open_clip like real architectures, and a quiet mode for open_clip's logging. Kept apart from
-suite.models.backbone so that the pre-training (suite.models.pretrain) and the backbone loader can both use
-them without importing each other."""
+suite.models.backbone so that the pre-training (suite.models.pretrain) and the backbone loader
+can both use them without importing each other."""
 
 from __future__ import annotations
 

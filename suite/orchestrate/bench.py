@@ -1,9 +1,9 @@
 """``suite bench PLAN``: every run of a plan, skipping what is done, resuming what was cut off.
 
-Each run of a plan (suite.orchestrate.plans) is an ordinary ``suite run``: one MLflow run in the plan's
-experiment, tagged ``plan``, ``plan_row`` and ``config_digest`` (a hash of its resolved config,
-``suite.orchestrate.plans.DIGEST_IGNORES`` left out). Before anything starts, every run is looked up by its
-digest:
+Each run of a plan (suite.orchestrate.plans) is an ordinary ``suite run``: one MLflow run in
+the plan's experiment, tagged ``plan``, ``plan_row`` and ``config_digest`` (a hash of its
+resolved config, ``suite.orchestrate.plans.DIGEST_IGNORES`` left out). Before anything starts,
+every run is looked up by its digest (suite.orchestrate.state):
 
 - a FINISHED run: done, skipped;
 - a RUNNING run whose owner lives (suite.job.ownership): trained elsewhere now, skipped;
@@ -15,8 +15,8 @@ A run that fails is tried once more in the same invocation (resumed from its che
 it has one); a rerun of the command tries failed runs again. Ctrl-C or SIGTERM stops the bench
 cleanly: the runs under way end KILLED with their checkpoints, the command exits 130, and the
 next invocation resumes them. Runs go one after another in this process (``--jobs 1``), N at a
-time as ``suite run`` processes (suite.orchestrate.launchers.LocalPool), or as SLURM jobs through submitit
-(suite.orchestrate.launchers.SlurmLauncher).
+time as ``suite run`` processes (suite.orchestrate.launchers.LocalPool), or as SLURM jobs
+through submitit (suite.orchestrate.launchers.SlurmLauncher).
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 PACKAGES = ("suite", "methods", "tempme", "reports", "cliptools")
 
 
+@pytest.mark.subprocess
 def test_import_contracts_hold():
     lint = Path(sys.executable).with_name("lint-imports")  # import-linter's command
     done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
@@ -73,6 +75,7 @@ def test_no_cli_file_is_over_400_lines():
     assert sizes and max(sizes.values()) < 400, sizes
 
 
+@pytest.mark.subprocess
 def test_listing_names_imports_no_torch():
     code = ("import sys; from suite.cli import app; from suite import catalog; "
             "rows = [catalog.listing(w) for w in ('methods', 'datasets', 'presets', 'plans')]; "
