@@ -1,5 +1,5 @@
-"""Developer sessions: tests, lint, typecheck (default); bench and lowest on demand
-(`nox -s bench`, `nox -s lowest`)."""
+"""Developer sessions: tests, lint (ruff and the import contracts), typecheck (default); bench,
+gpu_check and lowest on demand (`nox -s bench`, `nox -s gpu_check`, `nox -s lowest`)."""
 
 import re
 import tomllib
@@ -19,14 +19,31 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def fast(session: nox.Session) -> None:
+    """The quick loop: every test but the slow ones (`pytest -m "not slow"`)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session(name="gpu_check")
+def gpu_check(session: nox.Session) -> None:
+    """On a CUDA machine: TempMe and LoRA fp16 inference on ViT-B/32 and B/16, training-step
+    times and a torchrun smoke run, in benchmarks/results/gpu_check.json (a few minutes);
+    without a GPU it says so and exits 0."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/gpu_check.py", *session.posargs)
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
-    session.run("mypy", "suite", "methods", "tempme", "reports")
+    session.run("mypy", "suite", "methods", "tempme", "reports", "cliptools")
 
 
 @nox.session

@@ -11,6 +11,8 @@ nothing of the project, so every layer (``methods`` included) can raise these.
   - ``TrainingDiverged``: the loss became NaN or infinite under the given settings.
 - ``StoreError``: the tracking store or the study database failed. Exit 2.
 - ``UncountedOperatorError``: the cost counter met an operator it cannot count. Exit 1.
+- ``RunClaimed``: a planned run is already trained (or resumed) elsewhere; not an error of
+  anyone's, the run is skipped. Exit 3.
 """
 
 from __future__ import annotations
@@ -86,3 +88,10 @@ class UncountedOperatorError(SuiteError):
     not the user's input."""
 
     exit_code = 1
+
+
+class RunClaimed(SuiteError):
+    """A planned run that another process trains, resumes or has finished (suite.job.claims):
+    this one stops before training, and a bench counts the run as busy."""
+
+    exit_code = 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,17 +42,34 @@ def bench(
         min=1, help="CPU threads per run (default: cores // --jobs).")] = None,
     launcher: Annotated[str, typer.Option(help="local or slurm (through submitit).")] = "local",
     partition: Annotated[str | None, typer.Option(
-        help="SLURM partition (default: the cluster's).")] = None,
+        help="SLURM partition (default: the plan's [slurm] table, else the cluster's).")] = None,
     account: Annotated[str | None, typer.Option(
-        help="SLURM account (default: yours).")] = None,
-    gpus_per_job: Annotated[int, typer.Option(
-        min=0, help="GPUs per SLURM job; more than 1 runs torchrun inside the job.")] = 1,
-    time_limit: Annotated[int, typer.Option(
-        "--time", min=1, help="SLURM time limit per job, minutes.")] = 1440,
-    cpus_per_job: Annotated[int, typer.Option(min=1, help="CPUs per SLURM job.")] = 8,
-    submitit_cluster: Annotated[str, typer.Option(
+        help="SLURM account (default: the plan's, else yours).")] = None,
+    qos: Annotated[str | None, typer.Option(
+        help="SLURM quality of service (default: the plan's, else none).")] = None,
+    gpus_per_job: Annotated[int | None, typer.Option(
+        min=0, help="GPUs per SLURM job; more than 1 runs torchrun inside the job (default: "
+                    "the plan's, else 1).")] = None,
+    time_limit: Annotated[int | None, typer.Option(
+        "--time", min=1, help="SLURM time limit per job, minutes (default: the plan's, else "
+                              "1440).")] = None,
+    cpus_per_job: Annotated[int | None, typer.Option(
+        min=1, help="CPUs per SLURM job (default: the plan's, else 8).")] = None,
+    mem_gb: Annotated[float | None, typer.Option(
+        min=0, help="Memory per SLURM job, GB (default: the plan's, else the cluster's).")
+    ] = None,
+    constraint: Annotated[str | None, typer.Option(
+        help="SLURM node constraint, e.g. a100 (default: the plan's, else none).")] = None,
+    sbatch: Annotated[list[str] | None, typer.Option(
+        "--sbatch", metavar="--KEY=VALUE", help="Extra #SBATCH line, repeatable, e.g. "
+        "--sbatch=--mail-type=END (added to the plan's).")] = None,
+    setup: Annotated[list[str] | None, typer.Option(
+        "--setup", metavar="COMMAND", help="Shell command run in each job before the run, "
+        "repeatable, e.g. 'module load cuda' (added to the plan's).")] = None,
+    submitit_cluster: Annotated[str | None, typer.Option(
         help="submitit executor for --launcher slurm: slurm, or local (the jobs run on this "
-             "machine through submitit's local executor; for testing).")] = "slurm",
+             "machine through submitit's local executor; for testing) (default: slurm).")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(
         help="Run every row on this dataset card with its own defaults (backbone, training "
              "settings; the plan's dataset, backbone and preset dropped), e.g. synthetic.")
@@ -79,7 +96,7 @@ def bench(
     from suite.orchestrate.plans import expand, load_plan
 
     stop_on_sigterm()
-    orchestrate.check_launcher(launcher, submitit_cluster)
+    orchestrate.check_launcher(launcher, submitit_cluster or "slurm")
     loaded = load_plan(plan)
     overrides = {k: v for k, v in {"data_root": data_root, "device": device}.items()
                  if v is not None}
@@ -90,8 +107,12 @@ def bench(
         uri=resolve_uri(tracking_uri), checkpoints=checkpoint_dir,
         workdir=orchestrate.default_workdir(loaded), jobs=jobs, threads=threads,
         launcher="slurm" if launcher == "slurm" else "local",
-        slurm={"partition": partition, "account": account, "gpus": gpus_per_job,
-               "time": time_limit, "cpus": cpus_per_job, "cluster": submitit_cluster})
+        slurm=orchestrate.slurm_settings(loaded, {
+            "partition": partition, "account": account, "qos": qos,
+            "gpus_per_job": gpus_per_job, "time": time_limit, "cpus_per_job": cpus_per_job,
+            "mem_gb": mem_gb, "constraint": constraint, "cluster": submitit_cluster,
+            "sbatch": (*loaded.slurm.sbatch, *(sbatch or [])),
+            "setup": (*loaded.slurm.setup, *(setup or []))}))
     if dry_run:
         show_dry_run(loaded, runs, options, not no_timing, json_out)
         return
@@ -107,7 +128,7 @@ def bench(
         raise typer.Exit(1)
 
 
-def show_dry_run(plan: object, runs: list, options: object, timing: bool,
+def show_dry_run(plan: object, runs: list, options: Any, timing: bool,
                  json_out: bool) -> None:
     """Print what ``--dry-run`` found, with a status line while the costs are estimated."""
     from suite.common.progress import console
@@ -118,6 +139,12 @@ def show_dry_run(plan: object, runs: list, options: object, timing: bool,
             f"estimating costs: {text}"))
     if json_out:
         typer.echo(dry_run_json(runs, actions, estimates))
-    else:
-        for line in dry_run_lines(plan, runs, actions, estimates):
-            typer.echo(line)
+        return
+    for line in dry_run_lines(plan, runs, actions, estimates):
+        typer.echo(line)
+    if options.launcher == "slurm":
+        todo = sum(a.kind in ("new", "resume") for a in actions)
+        typer.echo(f"would submit {todo} SLURM job(s) ({options.slurm.cluster} executor), "
+                   f"each with:")
+        for line in options.slurm.describe():
+            typer.echo(f"  {line}")

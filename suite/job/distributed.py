@@ -1,6 +1,8 @@
-"""Data-parallel training under torchrun: one process per GPU (or N CPU processes, with gloo).
+"""Data-parallel training under torchrun or srun: one process per GPU (or N CPU processes,
+with gloo).
 
-``torchrun --nproc_per_node N $(which suite) run ...`` starts N copies of the run. Each process
+``torchrun --nproc_per_node N $(which suite) run ...`` starts N copies of the run, and so does
+``srun -n N suite run ...`` in a SLURM job (ranks from SLURM's variables). Each process
 holds the whole model, wrapped in torch's DistributedDataParallel, and takes its contiguous
 share of every global batch (``train.batch_size`` stays the global batch). The contrastive loss
 needs every pair of the global batch, so each process gathers every process's embeddings with
@@ -52,11 +54,40 @@ SINGLE = Processes()
 
 
 def from_environment() -> Processes:
-    """The torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK); one process without them."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return SINGLE
-    return Processes(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK), else those of a SLURM job step
+    of several tasks (``srun -n N suite run ...``: SLURM_PROCID, SLURM_STEP_NUM_TASKS,
+    SLURM_LOCALID); one process without either."""
+    env = os.environ
+    if int(env.get("WORLD_SIZE", "1")) > 1:
+        return Processes(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
+    if "SLURM_STEP_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        return Processes(int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]),
+                         int(env.get("SLURM_LOCALID", "0")))
+    return SINGLE
+
+
+def rendezvous(processes: Processes) -> None:
+    """Where the processes meet (``env://``): torchrun sets it; under srun the first node of
+    the step and a port from the job id, unless MASTER_ADDR and MASTER_PORT are given."""
+    env = os.environ
+    if "MASTER_ADDR" in env and "MASTER_PORT" in env:
+        return
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    env.setdefault("MASTER_ADDR", first_host(nodes))
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+    env.setdefault("RANK", str(processes.rank))
+    env.setdefault("WORLD_SIZE", str(processes.world))
+    env.setdefault("LOCAL_RANK", str(processes.local_rank))
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``node[3-5,9],gpu1`` -> ``node3``."""
+    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist
+    if "[" not in head:
+        return head
+    prefix, _, rest = head.partition("[")
+    first = rest.split(",")[0].split("-")[0].rstrip("]")
+    return prefix + first
 
 
 def is_main_process() -> bool:
@@ -77,6 +108,7 @@ def start(processes: Processes, device: torch.device, batch_size: int) -> None:
     if batch_size % processes.world:
         raise UserError(f"batch size {batch_size} is not divisible by the {processes.world} "
                         f"processes; the global batch is split evenly")
+    rendezvous(processes)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)

@@ -27,8 +27,8 @@ from suite.cost.profiling import PeakMemory, as_metrics, default_batch, measure_
 from suite.data.cards import DatasetCard, load_card
 from suite.data.loading import ImageSpec, make_collate, to_pixels, training_loader
 from suite.data.registry import load_split
-from suite.errors import TrainingDiverged, UserError
-from suite.job import checkpoint, distributed, optim, ownership, tracking
+from suite.errors import RunClaimed, TrainingDiverged, UserError
+from suite.job import checkpoint, claims, distributed, optim, ownership, tracking
 from suite.job.config import RunConfig, method_config, trains
 from suite.job.evaluation import evaluate
 from suite.job.selection import Kept, Selection
@@ -401,22 +401,35 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])
     name = f"{config.method}-{config.dataset}-{config.backbone}"
-    with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, run_tags,
-                             run_id=None if resume is None else resume["run_id"]) as active:
-        run_id = active.info.run_id
-        if resume is None:
-            tracking.log_params(config.flat())
-        try:
-            # Locked while it trains, with a heartbeat (suite.job.ownership)
-            with ownership.owned(tracking.tracking_uri(uri), run_id, checkpoints):
-                result = _train_and_test(job, run_id, checkpoints, resume)
-        except BaseException as exc:
-            if checkpoints and checkpoint.checkpoint_path(checkpoints, run_id).is_file():
-                console.print(f"[yellow]run {run_id} stopped; its last finished epoch is "
-                              f"checkpointed: suite run --resume {run_id}[/yellow]")
-            if isinstance(exc, TrainingDiverged):
-                tracking.set_tags({"diverged": "true"})
-            raise
+    digest = run_tags.get(claims.DIGEST_TAG) if resume is None else None
+    if digest is not None:  # a planned run: trained once across benches (suite.job.claims)
+        store = tracking.client(tracking.tracking_uri(uri))
+        experiment_id = tracking.open_experiment(tracking.tracking_uri(uri), config.experiment)
+        claims.check_new(store, experiment_id, digest)
+    run_id = None
+    try:
+        with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, run_tags,
+                                 run_id=None if resume is None else resume["run_id"]) as active:
+            run_id = active.info.run_id
+            if resume is None:
+                tracking.log_params(config.flat())
+            try:
+                # Locked while it trains, with a heartbeat (suite.job.ownership)
+                with ownership.owned(tracking.tracking_uri(uri), run_id, checkpoints):
+                    if digest is not None:
+                        claims.contest_new(store, experiment_id, digest, run_id)
+                    result = _train_and_test(job, run_id, checkpoints, resume)
+            except BaseException as exc:
+                if checkpoints and checkpoint.checkpoint_path(checkpoints, run_id).is_file():
+                    console.print(f"[yellow]run {run_id} stopped; its last finished epoch is "
+                                  f"checkpointed: suite run --resume {run_id}[/yellow]")
+                if isinstance(exc, TrainingDiverged):
+                    tracking.set_tags({"diverged": "true"})
+                raise
+    except RunClaimed:  # lost the claim: the run this process created is not kept
+        if digest is not None and run_id is not None:
+            store.delete_run(run_id)
+        raise
     if checkpoints is not None:
         checkpoint.remove(checkpoints, run_id)
     return result
@@ -492,6 +505,8 @@ def resume_run(run_id: str, uri: str | None = None, show_progress: bool = True,
     with ownership.claim(checkpoints, run_id, tracking.tracking_uri(uri)):
         state = checkpoint.load(checkpoints, run_id)
         ownership.take_over(tracking.tracking_uri(uri), run_id)
+        if distributed.from_environment().main:  # one resumer across machines (suite.job.claims)
+            claims.claim_resume(tracking.client(tracking.tracking_uri(uri)), run_id)
         console.print(f"resuming run {run_id} after epoch {state['epoch']}")
         return run(from_dict(state["config"]), uri, show_progress, checkpoints=checkpoints,
                    resume=state)

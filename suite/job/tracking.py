@@ -114,6 +114,15 @@ def first_use(uri: str) -> AbstractContextManager[Any]:
     return nullcontext() if path is None else held(path, f"MLflow store {uri}")
 
 
+def client(uri: str) -> Any:
+    """An ``MlflowClient`` of the store at ``uri`` (its tables created on first use)."""
+    from mlflow.tracking import MlflowClient
+
+    _quiet()
+    with first_use(uri):
+        return MlflowClient(uri)
+
+
 def open_experiment(uri: str, name: str) -> str:
     """The id of experiment ``name``, created if missing; safe when several processes (or
     machines) create it at once: whoever loses the race reads the winner's."""

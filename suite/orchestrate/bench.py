@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from suite.errors import UserError
+from suite.errors import RunClaimed, UserError
 from suite.orchestrate.plans import Plan, PlannedRun
+from suite.orchestrate.slurm import SlurmSettings
 from suite.orchestrate.state import (
     Action,
     BenchOptions,
@@ -103,6 +104,10 @@ def run_here(todo: list[tuple[PlannedRun, Action]], options: BenchOptions) -> li
                 else:
                     result = engine.run(run.config, options.uri, options.show_progress,
                                         tags=run.tags(), checkpoints=options.checkpoints)
+            except RunClaimed as claimed:  # another bench has it (suite.job.claims)
+                outcomes.append(Outcome(run, "busy", None, str(claimed)))
+                say(f"  {run.row}, seed {run.seed}: busy ({claimed})")
+                break
             except KeyboardInterrupt:
                 outcomes.append(Outcome(run, "interrupted"))
                 outcomes += [Outcome(r, "pending") for r, _ in todo[number:]]
@@ -171,3 +176,16 @@ def check_launcher(launcher: str, submitit_cluster: str) -> None:
     if submitit_cluster not in SUBMITIT_CLUSTERS:
         raise UserError(f"unknown --submitit-cluster {submitit_cluster!r}; valid: "
                         f"{', '.join(SUBMITIT_CLUSTERS)}")
+
+
+def slurm_settings(plan: Plan, overrides: dict[str, object]) -> SlurmSettings:
+    """The plan's ``[slurm]`` table with the command line's options on top (None: not given);
+    a bad value is one line."""
+    from pydantic import ValidationError
+
+    from suite.job.config import first_problem
+
+    try:
+        return plan.slurm.merged(overrides)
+    except ValidationError as exc:
+        raise UserError(f"SLURM settings: {first_problem(exc)}") from None

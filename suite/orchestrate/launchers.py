@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from suite.errors import UserError
+from suite.errors import RunClaimed, UserError
 from suite.orchestrate.plans import PlannedRun
 from suite.orchestrate.state import (
     Action,
@@ -187,6 +187,9 @@ class LocalPool:
             status: Status = "resumed" if action.kind == "resume" else "finished"
             say(f"{where}: {status}, run {run_id}")
             return Outcome(run, status, run_id)
+        if code == RunClaimed.exit_code:  # another bench has it (suite.job.claims)
+            say(f"{where}: busy, trained by another bench (see {log_path(run, self.options)})")
+            return Outcome(run, "busy", None, "claimed by another bench")
         line = f"exit code {code}; see {log_path(run, self.options)}"
         say(f"{where} failed (attempt {attempt} of 2): {line}")
         if code == 130 or attempt >= 2:
@@ -229,9 +232,9 @@ def run_job(argv: list[str], cwd: str, gpus: int) -> tuple[int, str]:
 class SlurmLauncher:
     """``--launcher slurm``: one submitit job per run, all submitted at once, then awaited.
 
-    ``options.slurm``: ``partition``, ``account``, ``gpus`` (per job), ``time`` (minutes),
-    ``cpus`` (per job), ``cluster`` (submitit's: ``slurm``; ``local`` runs the jobs as local
-    processes through submitit's local executor, which is how the tests run this path).
+    ``options.slurm`` (suite.orchestrate.slurm.SlurmSettings) holds the sbatch options; its
+    ``cluster`` is submitit's executor (``local`` runs the jobs as local processes through
+    submitit's local executor, a test without a scheduler).
     """
 
     def __init__(self, options: BenchOptions) -> None:
@@ -241,26 +244,18 @@ class SlurmLauncher:
     def executor(self) -> Any:
         import submitit
 
-        s = self.settings
         folder = (self.options.workdir / "jobs").absolute()
         try:
-            executor = submitit.AutoExecutor(folder=folder, cluster=s.get("cluster", "slurm"))
+            executor = submitit.AutoExecutor(folder=folder, cluster=self.settings.cluster)
         except Exception as exc:  # noqa: BLE001 - no sbatch here, say so in one line
             raise UserError(f"cannot submit to SLURM from here: {exc}") from None
-        parameters: dict[str, Any] = {
-            "name": f"bench-{self.options.workdir.name}", "timeout_min": int(s.get("time", 1440)),
-            "nodes": 1, "tasks_per_node": 1, "gpus_per_node": int(s.get("gpus", 0)),
-            "cpus_per_task": int(s.get("cpus", 4))}
-        if s.get("partition"):
-            parameters["slurm_partition"] = s["partition"]
-        if s.get("account"):
-            parameters["slurm_account"] = s["account"]
-        executor.update_parameters(**parameters)
+        executor.update_parameters(
+            **self.settings.executor_parameters(f"bench-{self.options.workdir.name}"))
         return executor
 
     def submit(self, executor: Any, run: PlannedRun, action: Action) -> Any:
         argv = command(run, action, self.options)
-        return executor.submit(run_job, argv, str(Path.cwd()), int(self.settings.get("gpus", 0)))
+        return executor.submit(run_job, argv, str(Path.cwd()), self.settings.gpus_per_job)
 
     def run_all(self, todo: list[tuple[PlannedRun, Action]]) -> list[Outcome]:
         executor = self.executor()
@@ -285,6 +280,10 @@ class SlurmLauncher:
                         status: Status = "resumed" if action.kind == "resume" else "finished"
                         outcomes.append(Outcome(run, status, run_id_of(out)))
                         say(f"{run.row}, seed {run.seed}: {status}, run {run_id_of(out)} "
+                            f"(job {job.job_id})")
+                    elif code == RunClaimed.exit_code:  # another bench has it
+                        outcomes.append(Outcome(run, "busy", None, "claimed by another bench"))
+                        say(f"{run.row}, seed {run.seed}: busy, trained by another bench "
                             f"(job {job.job_id})")
                     elif attempt < 2 and code != 130:
                         again = refresh(run, self.options)

@@ -36,6 +36,7 @@ from suite.job.config import (
     method_config,
     trains,
 )
+from suite.orchestrate.slurm import SlurmSettings
 
 #: What a planned run's digest leaves out, so that a run finished with other values of these
 #: still counts as done: the settings that do not change what a run computes
@@ -156,6 +157,7 @@ class Plan(_Strict):
     baseline: str | None = None  # label of the row deltas are taken against
     defaults: Settings = Field(default_factory=Settings)
     rows: list[Row] = Field(min_length=1)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)  # sbatch options of its jobs
     path: str = ""  # where it was read from (set by load_plan)
 
     @field_validator("seeds")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from suite.common.progress import console
 from suite.orchestrate.plans import PlannedRun
+from suite.orchestrate.slurm import SlurmSettings
 
 Kind = Literal["done", "busy", "resume", "new"]
 
@@ -48,7 +49,7 @@ class BenchOptions:
     jobs: int = 1
     threads: int | None = None  # per job; None: cores // jobs (one job: unchanged)
     launcher: Literal["local", "slurm"] = "local"
-    slurm: dict[str, Any] = field(default_factory=dict)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
     show_progress: bool = True
 
 
