@@ -74,6 +74,10 @@ from methods.registry import Method
 TEMPME_GFLOPS = {"ViT-B-32": 34.76, "ViT-B-16": 121.8, "tiny-clip": 0.0747}
 OFFICIAL_LAMBDA = 5.0  # engine.py train_one_epoch: lamb = 5
 REFERENCE_FRAME_GFLOPS = 2.9  # ViT-B/32 TempMe per frame; the official DeiT-S target scale
+# The masked softmax's smoothing constant (DiffRate/patch/deit.py 127-139, softmax_with_policy's
+# eps); read at call time. tests/methods/test_methods_diffrate.py checks that 1e-5 breaks the
+# agreement with the official code.
+POLICY_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -418,10 +422,10 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-def _softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor, eps: float = 1e-6
-                         ) -> torch.Tensor:
+def _softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
     """Softmax over the keys that ``policy`` (B, N) keeps; every token keeps itself
-    (``DiffRateAttention.softmax_with_policy``, in fp32)."""
+    (``DiffRateAttention.softmax_with_policy``, in fp32, smoothed by ``POLICY_EPS``)."""
+    eps = POLICY_EPS
     n = policy.shape[1]
     keep = policy.reshape(policy.shape[0], 1, 1, n)
     eye = torch.eye(n, dtype=keep.dtype, device=keep.device).view(1, 1, n, n)

@@ -60,12 +60,13 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
 
 def cost_markdown(rows: list[dict[str, Any]]) -> str:
     """The same table as Markdown (for a README or a report)."""
-    from reports.tables import markdown
+    from reports.columns import Shown
+    from reports.formats import markdown
 
     columns = _columns(rows)
     headers = [title for title, _, _ in columns]
     cells = [[_cell(fmt, row.get(key)) for _, key, fmt in columns] for row in rows]
-    return markdown(headers, cells, [f"{_cost_title(rows[0])}; {_caption(rows)}."], 1)
+    return markdown(Shown(headers, cells, [f"{_cost_title(rows[0])}; {_caption(rows)}."], 1))
 
 
 def _cell(fmt: str, value: Any) -> str:

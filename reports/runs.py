@@ -16,7 +16,7 @@ from suite.errors import ReportError
 
 #: Identity columns of the tidy frame; every other column is an MLflow metric by its own name.
 ID_COLUMNS = ["method", "dataset", "backbone", "selected_on", "preset", "seed", "run_id",
-              "start_time"]
+              "start_time", "experiment_id"]
 #: Tag of the trials of a ``suite sweep``: hyper-parameter search, not repeats over seeds.
 SWEEP_TAG = "sweep"
 #: Identity column -> MLflow tag, and the param that says the same for runs without the tag.
@@ -72,10 +72,12 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         tag = raw.get(f"tags.{column}", pd.Series(None, index=raw.index, dtype=object))
         fallback = raw.get(f"params.{param}", pd.Series(None, index=raw.index, dtype=object))
         out[column] = tag.fillna(fallback).fillna("-").astype(str)
+    out["preset"] = out["preset"].replace({"None": "-", "": "-"})  # a run without a preset
     seed = raw.get("params.train.seed", pd.Series(None, index=raw.index, dtype=object))
     out["seed"] = pd.to_numeric(seed, errors="coerce").astype("Int64")
     out["run_id"] = raw["run_id"]
     out["start_time"] = raw["start_time"]
+    out["experiment_id"] = raw["experiment_id"].astype(str)
     ignored = not_setting()
     params = [c for c in raw.columns
               if c.startswith("params.") and c.removeprefix("params.") not in ignored]

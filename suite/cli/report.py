@@ -3,7 +3,6 @@ process is gone)."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,7 @@ REPORT_EXAMPLES = """Examples:
   suite report                                   # the tvr-suite experiment, Markdown
   suite report --plan synthetic-all --out report # a plan's table, plot and files
   suite report --plan tempme-ablation-schedule --dataset synthetic --format latex
+  suite report --format html --out report        # one page: table, plots, what and when
 """
 ABANDONED_SUMMARY = "End RUNNING runs whose process is gone: marked FAILED, resumable."
 ABANDONED_EXAMPLES = """Examples:
@@ -36,8 +36,9 @@ def report(
     format_: Annotated[str, typer.Option(
         "--format", help="md, latex, csv or html.")] = "md",
     out: Annotated[Path | None, typer.Option(
-        help="Write report.<ext> and R-Sum vs GFLOPs plots (PNG) into this folder (default: "
-             "print the table).")] = None,
+        help="Write report.<ext> (or <plan>.<ext>) into this folder, with R-Sum vs GFLOPs "
+             "plots (PNG) beside it; html is one page with its plots inside (default: print "
+             "the report).")] = None,
     tracking_uri: TrackingUri = None,
     plan: Annotated[str | None, typer.Option(
         help="A benchmark plan's table instead (its rows in order, deltas against its "
@@ -66,34 +67,20 @@ def report(
         writable_folder(out, "--out")
     uri = resolve_uri(tracking_uri)
     if plan is not None:
-        from reports.plan import (
-            load_plan_runs,
-            plan_spec,
-            plan_table,
-            render_plan,
-            write_plan_report,
-        )
+        from reports.plan import plan_report
         from suite.job.config import parse_sets
 
-        spec = plan_spec(plan, dataset, parse_sets(set_ or []))
-        table = plan_table(spec, load_plan_runs(spec, uri))
-        render = partial(render_plan, spec, table, format_)
-        write = partial(write_plan_report, spec, table, format_)
+        made = plan_report(plan, dataset, parse_sets(set_ or []), uri)
     else:
-        from reports.files import write_report
-        from reports.runs import load_runs
-        from reports.tables import comparison_table
-        from reports.tables import render as render_table
+        from reports.tables import comparison_report
 
-        table = comparison_table(load_runs(experiment, uri))
-        render = partial(render_table, table, format_)
-        write = partial(write_report, table, format_)
+        made = comparison_report(experiment, uri)
     if json_out:
-        typer.echo(table.to_json(orient="records", indent=2))
+        typer.echo(made.table.to_json(orient="records", indent=2))
     elif out is None:
-        typer.echo(render(), nl=False)
+        typer.echo(made.render(format_), nl=False)
     else:
-        for path in write(out):
+        for path in made.write(format_, out):
             typer.echo(str(path))
 
 

@@ -24,6 +24,8 @@ EXAMPLES = """Examples:
   suite sweep --method lora --trials 10
   suite sweep --method tempme --trials 20 --pruner median --set train.epochs=2
   suite sweep --method tome --trials 8 --storage postgresql://host/db --study tome-msrvtt
+  suite sweep --method lora --trials 16 --workers 4 --launcher slurm --partition gpu \
+      --storage postgresql://host/db
 """
 
 
@@ -52,6 +54,25 @@ def sweep(
     set_: Sets = None,
     tracking_uri: TrackingUri = None,
     json_out: JsonOut = False,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Workers sharing the study until it has --trials more trials: processes "
+                    "here, or SLURM jobs with --launcher slurm (a database --storage for "
+                    "jobs on several machines).")] = 1,
+    launcher: Annotated[str, typer.Option(
+        help="Where --workers run: local or slurm (through submitit).")] = "local",
+    partition: Annotated[str | None, typer.Option(
+        help="SLURM partition of the worker jobs (default: the cluster's).")] = None,
+    time_limit: Annotated[int, typer.Option(
+        "--time", min=1, help="SLURM time limit per worker job, minutes.")] = 1440,
+    gpus_per_job: Annotated[int, typer.Option(
+        min=0, help="GPUs per SLURM worker job.")] = 1,
+    cpus_per_job: Annotated[int, typer.Option(min=1, help="CPUs per SLURM worker job.")] = 8,
+    submitit_cluster: Annotated[str, typer.Option(
+        help="submitit executor: slurm, or local (jobs as local processes; for testing).")
+    ] = "slurm",
+    goal: Annotated[int | None, typer.Option(
+        hidden=True, help="(a worker of --workers) run until the study counts this many "
+                          "trials.")] = None,
 ) -> None:
     """Search a method's knobs and learning rate with Optuna, scored on validation R-Sum.
 
@@ -66,11 +87,23 @@ def sweep(
         raise UserError("--method and --trials are required; see `suite list methods`")
     if from_environment().enabled:
         raise UserError("suite sweep runs as one process; start it without torchrun")
+    if launcher not in ("local", "slurm"):
+        raise UserError(f"unknown --launcher {launcher!r}; valid: local, slurm")
     overrides: dict[str, Any] = {} if experiment is None else {"experiment": experiment}
     overrides.update(cfg.parse_sets(set_ or []))
     stop_on_sigterm()
-    summary = run_sweep(method, dataset, trials, overrides, storage, study, seed,
-                        tracking_uri, pruner)
+    if workers > 1 or launcher == "slurm":
+        from suite.orchestrate.bench import slurm_settings_of
+        from suite.orchestrate.sweep import run_workers
+
+        slurm = slurm_settings_of({"partition": partition, "time": time_limit,
+                                   "gpus_per_job": gpus_per_job, "cpus_per_job": cpus_per_job,
+                                   "cluster": submitit_cluster})
+        summary = run_workers(method, dataset, trials, overrides, set_ or [], workers,
+                              launcher, slurm, storage, study, seed, tracking_uri, pruner)
+    else:
+        summary = run_sweep(method, dataset, trials, overrides, storage, study, seed,
+                            tracking_uri, pruner, goal)
     if summary.complete_now + summary.pruned_now == 0:
         typer.echo(f"error: all {trials} trials failed (see above); study {summary.study} "
                    f"in {summary.storage}", err=True)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from suite.data.augment import check_augment, make_augment
 from suite.data.base import Clip, VideoTextSplit
 from suite.data.cards import DatasetCard
 from suite.data.frame_cache import (
@@ -373,7 +374,7 @@ class DataOptions:
     videos: str = "videos"
     policy: str = "tempme"
     size: int = 0  # 0: the backbone's input size
-    augment: bool = False
+    augment: bool | str = False  # true: torchvision's RandAugment; a string: a timm policy
     cache: bool = True
     cache_dir: str = ""
     cache_format: str = "npy"  # suite.data.frame_cache.CACHE_FORMATS
@@ -402,9 +403,9 @@ def resolve_options(card: DatasetCard, overrides: dict[str, Any]) -> DataOptions
             or not 0 <= opts.val_fraction < 1):
         raise UserError(f"data.val_fraction must be at least 0 and below 1 (0: no validation "
                         f"split), got {opts.val_fraction!r}")
-    for name in ("augment", "cache"):
-        if not isinstance(getattr(opts, name), bool):
-            raise UserError(f"data.{name} must be true or false, got {getattr(opts, name)!r}")
+    if not isinstance(opts.cache, bool):
+        raise UserError(f"data.cache must be true or false, got {opts.cache!r}")
+    check_augment(opts.augment)
     if not isinstance(opts.videos, str) or not isinstance(opts.cache_dir, str):
         raise UserError("data.videos and data.cache_dir must be paths")
     if opts.cache_format not in CACHE_FORMATS:
@@ -698,11 +699,7 @@ def load_real_split(card: DatasetCard, split: str, config: RunConfig) -> RealSpl
                             size, window_rule(card, opts.policy), opts.cache_format)
         cache = (FrameCache(folder, config.frames, size, opts.cache_format) if folder.is_dir()
                  else None)
-    augment = None
-    if opts.augment and split == "train":
-        from suite.data.augment import VideoRandAugment
-
-        augment = VideoRandAugment()
+    augment = make_augment(opts.augment, size) if split == "train" else None
     out = RealSplit(split, files.ann, files.paths, config.frames, opts.policy, size, cache,
                     augment, files.skipped, card.name, config.on_bad_video, files.root)
     out.missed_videos, out.missed_captions = files.missed_videos, files.missed_captions

@@ -181,11 +181,17 @@ def check_launcher(launcher: str, submitit_cluster: str) -> None:
 def slurm_settings(plan: Plan, overrides: dict[str, object]) -> SlurmSettings:
     """The plan's ``[slurm]`` table with the command line's options on top (None: not given);
     a bad value is one line."""
+    return slurm_settings_of(overrides, plan.slurm)
+
+
+def slurm_settings_of(overrides: dict[str, object], base: SlurmSettings | None = None
+                      ) -> SlurmSettings:
+    """``base`` (the defaults when None) with ``overrides`` on top; a bad value is one line."""
     from pydantic import ValidationError
 
     from suite.job.config import first_problem
 
     try:
-        return plan.slurm.merged(overrides)
+        return (base or SlurmSettings()).merged(overrides)
     except ValidationError as exc:
         raise UserError(f"SLURM settings: {first_problem(exc)}") from None

@@ -215,18 +215,56 @@ class LocalPool:
 # -- SLURM through submitit -------------------------------------------------------------------
 
 
-def run_job(argv: list[str], cwd: str, gpus: int) -> tuple[int, str]:
-    """What a submitted job executes: the ``suite run`` command, under torchrun's standalone
-    rendezvous when the job has more than one GPU (one process per GPU); returns the exit code
-    and what the command printed on stdout (its JSON summary)."""
-    if gpus > 1:
-        python, _, _, *rest = argv  # [python, -m, suite.cli, run, ...]
-        argv = [python, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={gpus}", "-m", "suite.cli", *rest]
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
-    sys.stderr.write(done.stderr)
-    return done.returncode, done.stdout
+def job_argv(argv: list[str], gpus: int) -> list[str]:
+    """The ``suite run`` command of a job, under torchrun's standalone rendezvous when the job
+    has more than one GPU (one process per GPU)."""
+    if gpus <= 1:
+        return argv
+    python, _, _, *rest = argv  # [python, -m, suite.cli, run, ...]
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "suite.cli", *rest]
+
+
+class BenchJob:
+    """What a submitted job executes: the planned run's ``suite run`` (new or resumed) as a
+    child process; returns its exit code and what it printed on stdout (its JSON summary).
+
+    Preemption and the time-limit warning (SLURM's ``--signal``, which submitit turns into a
+    call of :meth:`checkpoint`): the child is stopped with SIGTERM (its run ends KILLED with
+    its last epoch checkpointed), and the job is requeued as a new ``BenchJob`` that looks the
+    run up again when it starts, so it resumes from that checkpoint. submitit's
+    ``Checkpointable`` protocol, without importing submitit here.
+    """
+
+    def __init__(self, run: PlannedRun, options: BenchOptions, action: Action | None,
+                 cwd: str) -> None:
+        self.run, self.options, self.action, self.cwd = run, options, action, cwd
+        self.child: subprocess.Popen[str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "child": None}  # a process does not travel with the job
+
+    def __call__(self) -> tuple[int, str]:
+        action = self.action or refresh(self.run, self.options)  # requeued: look again
+        if action.kind in ("done", "busy"):
+            return 0 if action.kind == "done" else RunClaimed.exit_code, ""
+        argv = job_argv(command(self.run, action, self.options), self.options.slurm.gpus_per_job)
+        self.child = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.PIPE, text=True)
+        out, _ = self.child.communicate()
+        sys.stdout.write(out)
+        return self.child.returncode, out
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Stop the run (KILLED, checkpoint kept) and requeue a job that resumes it."""
+        from submitit.helpers import DelayedSubmission
+
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+            try:
+                self.child.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+        return DelayedSubmission(BenchJob(self.run, self.options, None, self.cwd))
 
 
 class SlurmLauncher:
@@ -254,8 +292,7 @@ class SlurmLauncher:
         return executor
 
     def submit(self, executor: Any, run: PlannedRun, action: Action) -> Any:
-        argv = command(run, action, self.options)
-        return executor.submit(run_job, argv, str(Path.cwd()), self.settings.gpus_per_job)
+        return executor.submit(BenchJob(run, self.options, action, str(Path.cwd())))
 
     def run_all(self, todo: list[tuple[PlannedRun, Action]]) -> list[Outcome]:
         executor = self.executor()

@@ -18,6 +18,8 @@ with the tag ``pruned=true``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -203,9 +205,14 @@ def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
 
 def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
               storage: str | None = None, study_name: str | None = None,
-              seed: int | None = 0, uri: str | None = None, pruner: str = "none"
-              ) -> SweepSummary:
-    """Run ``trials`` more trials of the study; user errors are raised before the first."""
+              seed: int | None = 0, uri: str | None = None, pruner: str = "none",
+              goal: int | None = None) -> SweepSummary:
+    """Run ``trials`` more trials of the study; user errors are raised before the first.
+
+    ``goal`` (a worker of ``suite sweep --workers N``): instead, run trials until the study
+    holds ``goal`` trials that count (:func:`counted`), shared with the other workers: a trial
+    that a killed worker left is failed and replaced, and a worker that would go past the goal
+    stops."""
     from methods.registry import get
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,12 +227,11 @@ def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
     for number in fail_abandoned_trials(study):
         say(f"trial {number} was RUNNING in a worker that is gone: marked failed")
     complete_now = pruned_now = 0
-    for _ in range(trials):
-        trial = study.ask()
-        trial.set_user_attr("worker", ownership.Owner.of_this_process().tags())
+    for trial in (asked(study, trials) if goal is None else asked_until(study, goal)):
         study.sampler = sampler_for(seed, trial.number)  # draws happen at suggest time
         try:
-            value, run_id = run_trial(trial, config, get(method), name, uri)
+            with worker_heartbeat(trial):
+                value, run_id = run_trial(trial, config, get(method), name, uri)
         except optuna.TrialPruned as exc:
             study.tell(trial, state=TrialState.PRUNED)
             pruned_now += 1
@@ -252,18 +258,85 @@ def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
 
 
 def fail_abandoned_trials(study: optuna.Study) -> list[int]:
-    """Mark FAIL the RUNNING trials whose worker process, on this host, is gone (killed
-    outright): they would stay RUNNING forever. Workers on other hosts are left alone (a trial
-    records no heartbeat)."""
-    import socket
-
+    """Mark FAIL the RUNNING trials whose worker is gone (killed outright): on this host its
+    process no longer exists; on another, its heartbeat stopped (suite.job.ownership). They
+    would stay RUNNING forever; they do not count toward a goal (:func:`counted`)."""
     gone = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = ownership.Owner.from_tags(trial.user_attrs.get("worker", {}))
-        if worker is not None and worker.host == socket.gethostname() and worker.gone():
+        if worker is not None and worker.gone():
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             gone.append(trial.number)
     return gone
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count toward a goal: COMPLETE, PRUNED, or FAIL by their own error (a bad
+    knob combination); not those whose worker was killed, nor surplus ones."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and "error" in t.user_attrs))
+
+
+def asked(study: optuna.Study, trials: int) -> Iterator[optuna.Trial]:
+    """``trials`` new trials, each recorded with this process as its worker."""
+    for _ in range(trials):
+        trial = study.ask()
+        trial.set_user_attr("worker", ownership.Owner.of_this_process().tags())
+        yield trial
+
+
+def asked_until(study: optuna.Study, goal: int, poll: float = 2.0) -> Iterator[optuna.Trial]:
+    """New trials while the study counts fewer than ``goal`` (other workers' live trials
+    included); waits while the goal is only reached with running trials, which may still fail.
+    A trial asked after the others took the last places is a surplus: FAIL, tag ``surplus``."""
+    import time
+
+    while True:
+        for number in fail_abandoned_trials(study):
+            say(f"trial {number} was RUNNING in a worker that is gone: marked failed, to be "
+                f"replaced")
+        done = counted(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if done >= goal:
+            return
+        if done + len(running) >= goal:
+            time.sleep(poll)
+            continue
+        trial = study.ask()
+        trial.set_user_attr("worker", ownership.Owner.of_this_process().tags())
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t.number < trial.number]
+        if counted(study) + len(ahead) >= goal:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        yield trial
+
+
+@contextmanager
+def worker_heartbeat(trial: optuna.Trial, interval: float = ownership.HEARTBEAT_SECONDS
+                     ) -> Iterator[None]:
+    """Refresh the trial's ``worker`` record while it runs, so that a worker on another host
+    whose heartbeat stops is known to be gone (suite.job.ownership.Owner.gone)."""
+    import threading
+
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while not stopped.wait(interval):
+            try:
+                trial.set_user_attr("worker", ownership.Owner.of_this_process().tags())
+            except Exception:  # noqa: BLE001 - a busy storage: the next beat tries again
+                continue
+
+    thread = threading.Thread(target=beat, name=f"trial-{trial.number}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join(timeout=10)
 
 
 def summarize(study: optuna.Study, storage: str, complete_now: int, pruned_now: int = 0
@@ -279,3 +352,39 @@ def summarize(study: optuna.Study, storage: str, complete_now: int, pruned_now: 
         summary.best_params = best.params
         summary.best_mlflow_run_id = best.user_attrs.get("mlflow_run_id")
     return summary
+
+
+def run_workers(method: str, dataset: str, trials: int, overrides: dict[str, Any],
+                sets: list[str], workers: int, launcher: str, slurm: Any,
+                storage: str | None = None, study_name: str | None = None,
+                seed: int | None = 0, uri: str | None = None, pruner: str = "none"
+                ) -> SweepSummary:
+    """``suite sweep --workers N``: N workers share the study until it counts ``trials`` more
+    trials (suite.orchestrate.workers); the summary of the study after all of them."""
+    from pathlib import Path
+
+    from suite.orchestrate import workers as pool
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = pool.absolute_storage(storage or DEFAULT_STORAGE)
+    name = study_name or f"{method}-{dataset}"
+    config = base_config(method, dataset, overrides)
+    study = open_study(name, storage, method, dataset, make_pruner(pruner, config.train.epochs))
+    fail_abandoned_trials(study)
+    before = [t.state for t in study.trials]
+    goal = counted(study) + trials
+    say(f"sweep {name}: {workers} workers ({launcher}) until the study counts {goal} trials "
+        f"({trials} more) of {method} on {dataset}, in {storage}")
+    commands = [pool.worker_command(method, dataset, goal, storage, name, seed, pruner, sets,
+                                    overrides.get("experiment"), uri) for _ in range(workers)]
+    folder = Path("sweeps") / name
+    if launcher == "slurm":
+        codes = pool.run_on_slurm(commands, folder, slurm)
+    else:
+        codes = pool.run_here(commands, folder)
+    say(f"workers ended with exit codes {codes}; their logs are in {folder}")
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    after = [t.state for t in study.trials]
+    return summarize(study, storage,
+                     after.count(TrialState.COMPLETE) - before.count(TrialState.COMPLETE),
+                     after.count(TrialState.PRUNED) - before.count(TrialState.PRUNED))

@@ -364,13 +364,15 @@ def test_user_errors_for_data_root_and_video_folder(fixtures, tmp_path):
 
 
 @pytest.mark.slow
-def test_training_augmentation_keeps_shapes(fixtures):
+@pytest.mark.parametrize("augment", [True, "rand-m7-n4-mstd0.5-inc1"])
+def test_training_augmentation_keeps_shapes(fixtures, augment):
     fx = fixtures["lsmdc"]
-    split = load_split(load_card("lsmdc"), "train", config(fx, "lsmdc", augment=True))
+    split = load_split(load_card("lsmdc"), "train", config(fx, "lsmdc", augment=augment))
     assert split.augment is not None
     clip = split.load(0)
     assert clip.frames.shape == (4, 48, 48, 3) and clip.frames.dtype == np.uint8
-    assert load_split(load_card("lsmdc"), "test", config(fx, "lsmdc", augment=True)).augment is None
+    test = load_split(load_card("lsmdc"), "test", config(fx, "lsmdc", augment=augment))
+    assert test.augment is None
 
 
 def test_skipped_videos_are_logged_to_mlflow(fixtures, mlflow_uri):

@@ -7,6 +7,7 @@ stored here) with fixtures/dgl_reference.py, which also gives both sides their w
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import open_clip
@@ -25,6 +26,16 @@ _spec = importlib.util.spec_from_file_location("dgl_reference", FIXTURES / "dgl_
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 REFERENCE = json.loads((FIXTURES / "dgl_reference.json").read_text())
+
+# Tolerances, about twice the agreement measured on this fixture (float32 on both sides, torch
+# 2.14 on CPU with 1, 2 and 4 threads; the JSON holds the official float32 values exactly, so
+# float32 rounding in two differently ordered computations, not the file, sets the floor).
+# Setting the prompt block's LayerNorm eps from 1e-5 to 1e-6 moves the embeddings by 8.6e-6
+# and the gradient norms by 1.2e-5 (relative): beyond these tolerances
+# (test_a_tenfold_layer_norm_constant_breaks_the_agreement). The loss hardly moves with it.
+TOL_FEATURES = 5e-6  # text and video embeddings, absolute: measured 1.7e-6 and 2.8e-6 (|x| < 3)
+TOL_LOSS = 5e-6  # relative: measured 2.2e-6 (8.3e-6 on 3.86)
+TOL_GRAD_NORMS = 5e-6  # relative: measured 2.0e-6; the zero norms (postfix prompts) stay zero
 
 
 def official_names(model, latent):
@@ -57,34 +68,63 @@ def reference_model(latent, **options):
     return model
 
 
+def forward_deviations(model, latent) -> dict[str, float]:
+    """Max |ours - official| of the text and video embeddings over the tolerance (at most 1:
+    they agree)."""
+    ids, frames, mask = ref.inputs()
+    expected = REFERENCE[latent]
+    model.eval()
+    with torch.no_grad():
+        text = model.text_features(ids) - torch.tensor(expected["text"])
+        video = model.video_encoder(frames, mask) - torch.tensor(expected["video"])
+    return {"text": text.abs().max().item() / TOL_FEATURES,
+            "video": video.abs().max().item() / TOL_FEATURES}
+
+
+def loss_deviations(model, latent) -> dict[str, float]:
+    """The engine's loss and every trained tensor's gradient norm against the official, each
+    relative deviation over its tolerance; the same tensors must train."""
+    ids, frames, mask = ref.inputs()
+    expected = REFERENCE[latent]
+    model.train()
+    loss = symmetric_infonce(model.encode_text(ids), model.encode_video(frames, mask),
+                             model.logit_scale)  # the engine's loss
+    loss.backward()
+    names = official_names(model, latent)
+    grads = {names[n]: float(p.grad.norm()) for n, p in model.named_parameters()
+             if p.requires_grad}
+    assert grads.keys() == expected["grad_norms"].keys()  # the same parameters train
+    worst = max(abs(grads[n] - norm) / norm if norm else float(grads[n] != 0) * math.inf
+                for n, norm in expected["grad_norms"].items())
+    return {"loss": abs(loss.item() / expected["loss"] - 1) / TOL_LOSS,
+            "grad_norms": worst / TOL_GRAD_NORMS}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("latent", ref.LATENTS)
 def test_forward_reproduces_the_official_code(latent):
-    model = reference_model(latent).eval()
-    ids, frames, mask = ref.inputs()
-    expected = REFERENCE[latent]
-    with torch.no_grad():
-        torch.testing.assert_close(model.text_features(ids), torch.tensor(expected["text"]),
-                                   atol=2e-5, rtol=1e-4)
-        torch.testing.assert_close(model.video_encoder(frames, mask),
-                                   torch.tensor(expected["video"]), atol=2e-5, rtol=1e-4)
+    deviations = forward_deviations(reference_model(latent), latent)
+    assert max(deviations.values()) <= 1, deviations
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("latent", ref.LATENTS)
 def test_loss_and_its_gradients_reproduce_the_official_code(latent):
-    model = reference_model(latent).train()
-    ids, frames, mask = ref.inputs()
-    loss = symmetric_infonce(model.encode_text(ids), model.encode_video(frames, mask),
-                             model.logit_scale)  # the engine's loss
-    assert loss.item() == pytest.approx(REFERENCE[latent]["loss"], rel=1e-5)
-    loss.backward()
-    names = official_names(model, latent)
-    grads = {names[n]: float(p.grad.norm()) for n, p in model.named_parameters()
-             if p.requires_grad}
-    assert grads.keys() == REFERENCE[latent]["grad_norms"].keys()  # the same parameters train
-    for name, norm in REFERENCE[latent]["grad_norms"].items():
-        assert grads[name] == pytest.approx(norm, rel=1e-4, abs=1e-6), name
+    deviations = loss_deviations(reference_model(latent), latent)
+    assert max(deviations.values()) <= 1, deviations
+
+
+@pytest.mark.slow
+def test_a_tenfold_layer_norm_constant_breaks_the_agreement():
+    """The tolerances are tight enough to see the prompt block's LayerNorm eps (1e-5, torch's
+    default, in the official ``PromptResidualAttentionBlock``, modules/clip.py 185-213) become
+    1e-6: the embeddings and the gradient norms leave their tolerances."""
+    model = reference_model("transformer")
+    block = model.video_encoder.generator.block
+    block.ln_1.eps = block.ln_2.eps = 1e-6
+    deviations = {**forward_deviations(model, "transformer"),
+                  **loss_deviations(model, "transformer")}
+    assert min(deviations["text"], deviations["video"], deviations["grad_norms"]) > 1, deviations
 
 
 @pytest.mark.parametrize("backbone", ["ViT-B-32", "ViT-B-16"])

@@ -17,7 +17,7 @@ import torch
 from tiny_runs import TINY_DATA, json_summary
 from typer.testing import CliRunner
 
-from methods import registry
+from methods import diffrate, registry
 from suite.cli import app
 from suite.cost.flops import count_macs
 from suite.job.engine import symmetric_infonce
@@ -28,6 +28,17 @@ _spec = importlib.util.spec_from_file_location("diffrate_reference",
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 REFERENCE = json.loads((FIXTURES / "diffrate_reference.json").read_text())
+
+# Tolerances: max |ours - official| allowed, about 2-3x the agreement measured on this fixture
+# (float32 on both sides, torch 2.14 on CPU with 1, 2 and 4 threads; the fixture's JSON holds
+# the official float32 values exactly, so float32 rounding in the two computations, not the
+# file, sets the floor). Changing the masked softmax's constant from 1e-6 to 1e-5 moves the
+# search's features by 4.3e-6, the loss by 1.2e-5 and the rates' gradients by 7.5e-6: beyond
+# every search tolerance (test_a_tenfold_masked_softmax_constant_breaks_the_agreement).
+TOL_EVAL = 3e-6  # features without the search: measured 1.3e-6 (all kept), 8.3e-7 (fixed)
+TOL_SEARCH_FEATURES = 2e-6  # measured 7.2e-7 (|features| up to 2.6)
+TOL_LOSS = 5e-6  # measured 1.9e-6 on 14.3, two float32 steps
+TOL_GRADS = 1e-6  # the rates' gradients: measured 3.9e-7 (|gradient| up to 0.63)
 
 
 def build(clip, backbone, frames, **options):
@@ -57,8 +68,8 @@ def test_the_unmerged_encoder_is_the_tower_and_the_official_mirror():
     model = reference_model(prune_kept=full, merge_kept=full).eval()
     with torch.no_grad():
         ours = model.video_encoder.encode_images(images())
-        torch.testing.assert_close(ours, model.clip.visual(images()), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours, torch.tensor(REFERENCE["unpatched"]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours, model.clip.visual(images()), atol=TOL_EVAL, rtol=0)
+    torch.testing.assert_close(ours, torch.tensor(REFERENCE["unpatched"]), atol=TOL_EVAL, rtol=0)
     assert model.video_encoder.frame_flops(full, full, counted=False) == REFERENCE["full_flops"]
 
 
@@ -67,36 +78,61 @@ def test_a_fixed_schedule_reproduces_the_official_pruning_and_merging():
     model = reference_model(prune_kept=fixed["prune_kept"], merge_kept=fixed["merge_kept"]).eval()
     with torch.no_grad():
         ours = model.video_encoder.encode_images(images())
-    torch.testing.assert_close(ours, torch.tensor(fixed["features"]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, torch.tensor(fixed["features"]), atol=TOL_EVAL, rtol=0)
     encoder = model.video_encoder
     assert encoder.frame_flops(*encoder.schedule(), counted=False) == fixed["flops"]
 
 
-def test_the_search_reproduces_the_official_forward_loss_and_rate_gradients():
-    """The official training forward (masks, expected counts), its loss
-    ``lamb (GFLOPs - target)^2 + task`` and the gradient every rate receives."""
-    search = REFERENCE["search"]
+def run_search() -> tuple[diffrate.DiffRateRetrievalModel, torch.Tensor, float, float]:
+    """The official training forward (masks, expected counts) and its loss ``lamb (GFLOPs -
+    target)^2 + task``, backward: (model, per-frame features, task loss, loss)."""
     model = reference_model(cost="official")
     model.train()
     phase = model.search_phase()
     assert phase is not None and model.video_encoder.searching
     with torch.no_grad():
         features = model.video_encoder.encode_images(images())
-    torch.testing.assert_close(features, torch.tensor(search["features"]), atol=1e-5, rtol=1e-5)
     frames = ref.frames()
     video = model.encode_video(frames, torch.ones(frames.shape[:2], dtype=torch.bool))
     task = symmetric_infonce(ref.text_embeddings(), video, model.logit_scale)
-    assert task.item() == pytest.approx(search["task_loss"], rel=1e-5)
-    extra = model.extra_loss()
-    assert model.video_encoder.search_flops(counted=False).item() == search["flops"]
-    loss = task + extra  # what the engine's Trainer.loss adds up
-    assert loss.item() == pytest.approx(search["loss"], rel=1e-5)
+    loss = task + model.extra_loss()  # what the engine's Trainer.loss adds up
     loss.backward()
-    for kind in ("prune", "merge"):
-        for i, rate in enumerate(getattr(model.video_encoder, kind)):
-            expected = torch.tensor(search["grads"][f"blocks.{i}.{kind}_ddp.selected_probability"])
-            torch.testing.assert_close(rate.logits.grad, expected, atol=1e-6, rtol=1e-4)
+    return model, features, task.item(), loss.item()
+
+
+def search_deviations(model: diffrate.DiffRateRetrievalModel, features: torch.Tensor,
+                      task: float, loss: float) -> dict[str, float]:
+    """Each quantity's max |ours - official| over its tolerance (at most 1: they agree)."""
+    search = REFERENCE["search"]
+    grads = max((rate.logits.grad - torch.tensor(
+        search["grads"][f"blocks.{i}.{kind}_ddp.selected_probability"])).abs().max().item()
+        for kind in ("prune", "merge")
+        for i, rate in enumerate(getattr(model.video_encoder, kind)))
+    return {
+        "features": (features - torch.tensor(search["features"])).abs().max().item()
+        / TOL_SEARCH_FEATURES,
+        "task_loss": abs(task - search["task_loss"]) / TOL_LOSS,
+        "loss": abs(loss - search["loss"]) / TOL_LOSS,
+        "grads": grads / TOL_GRADS,
+    }
+
+
+def test_the_search_reproduces_the_official_forward_loss_and_rate_gradients():
+    """The search's features, loss and the gradient every rate receives, as the official."""
+    search = REFERENCE["search"]
+    model, *outputs = run_search()
+    deviations = search_deviations(model, *outputs)
+    assert max(deviations.values()) <= 1, deviations
+    assert model.video_encoder.search_flops(counted=False).item() == search["flops"]
     assert model.video_encoder.searched_schedule() == (search["prune_kept"], search["merge_kept"])
+
+
+def test_a_tenfold_masked_softmax_constant_breaks_the_agreement(monkeypatch):
+    """The tolerances are tight enough to see the official ``eps=1e-6`` become 1e-5: the
+    features, the loss and the rates' gradients each leave their tolerance."""
+    monkeypatch.setattr(diffrate, "POLICY_EPS", 1e-5)
+    deviations = search_deviations(*run_search())
+    assert min(deviations["features"], deviations["loss"], deviations["grads"]) > 1, deviations
 
 
 @pytest.mark.parametrize("schedule", [
