@@ -106,8 +106,10 @@ class About:
         return self.tracking_uri.startswith(("http://", "https://")) and bool(self.experiment_id)
 
     def run_url(self, run_id: str) -> str:
-        """The run's page in the MLflow UI (of a tracking server, ``on_server``)."""
-        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        """The run's page in the MLflow UI (of a tracking server, ``on_server``), in the
+        UI's model-training view (MLflow 3 otherwise opens its GenAI view)."""
+        return (f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/"
+                f"{run_id}?workflowType=machine_learning")
 
 
 def about_runs(subject: str, runs: pd.DataFrame, uri: str = "") -> About:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
 
-COST_COLUMNS = [
-    ("method", "method", "{}"), ("video GFLOPs", "video_gmacs", "{:.2f}"),
-    ("text GFLOPs", "text_gmacs", "{:.3f}"), ("out tokens", "output_tokens", "{}"),
+from reports.columns import _gflops
+
+#: (title, key, format: a str.format pattern or a function). GFLOPs with as many digits as a
+#: report shows (reports.columns): 0.0747, not 0.07.
+COST_COLUMNS: list[tuple[str, str, str | Callable[[float], str]]] = [
+    ("method", "method", "{}"), ("video GFLOPs", "video_gmacs", _gflops),
+    ("text GFLOPs", "text_gmacs", _gflops), ("out tokens", "output_tokens", "{}"),
     ("trainable", "params_trainable", "{:,}"), ("total params", "params_total", "{:,}"),
     ("videos/s", "videos_per_second", "{:.2f}"), ("GFLOP/s", "gflop_per_second", "{:,.1f}"),
     ("of peak", "peak_share", "{:.1%}"), ("train s/step", "seconds_per_step", "{:.3f}"),
@@ -24,7 +29,7 @@ COST_CAPTION = (f"{COUNTS_CAPTION}; GFLOP/s = 2 x video multiply-adds x videos/s
                 "its share of this machine's measured matmul peak in the same precision")
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str | Callable[[float], str]]]:
     """Every cost column, or the counts alone for rows without timings (--counts-only)."""
     if all("videos_per_second" not in row for row in rows):
         return [c for c in COST_COLUMNS if c[1] in COUNT_KEYS]
@@ -69,7 +74,7 @@ def cost_markdown(rows: list[dict[str, Any]]) -> str:
     return markdown(Shown(headers, cells, [f"{_cost_title(rows[0])}; {_caption(rows)}."], 1))
 
 
-def _cell(fmt: str, value: Any) -> str:
+def _cell(fmt: str | Callable[[float], str], value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return fmt.format(value)
+    return fmt.format(value) if isinstance(fmt, str) else fmt(value)

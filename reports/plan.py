@@ -20,6 +20,7 @@ from reports.columns import COLUMNS, GFLOPS, RSUM, TEST_MARK, Shown, best_cells,
 from reports.document import Report
 from reports.plan_runs import load_plan_runs, other_settings, unmatched_error
 from reports.plan_spec import PlanRow, PlanSpec, plan_spec
+from reports.uncertainty import load_ranks, significance, with_intervals
 
 __all__ = ["PlanRow", "PlanSpec", "plan_report", "plan_table", "render_plan", "shown_plan"]
 
@@ -39,6 +40,7 @@ def plan_report(name: str, dataset: str | None, overrides: dict[str, Any], uri: 
     if not table["n"].any():
         raise unmatched_error(spec, others)
     shown_ids = {r for ids in table["runs"] for r in str(ids).split()}
+    table = with_intervals(table, load_ranks(uri, sorted(shown_ids)), _baseline(spec, table))
     about = about_runs(f"plan {spec.name}", runs[runs["run_id"].isin(shown_ids)], uri)
     return Report(spec.name, table, shown_plan(spec, table, about, others), about,
                   _points(table))
@@ -122,11 +124,12 @@ def shown_plan(spec: PlanSpec, table: pd.DataFrame, about: About | None = None,
     for i, record in table.iterrows():
         label = str(record["row"]) + (TEST_MARK if record["selected_on"] == "test" else "")
         cells = [label, *(str(record[k]) for k in spec.knobs), str(record["n"])]
-        cells += [tables.figure_cell(record, name, number, always_std)
+        cells += [tables.cell(record, name, number, always_std)
                   for name, _, number, always_std in shown]
         for delta in deltas:
             value = record[delta]
-            cells.append("baseline" if i == base else "-" if pd.isna(value) else f"{value:+.1f}")
+            cells.append("baseline" if i == base else "-" if pd.isna(value) else
+                         f"{value:+.1f}{significance(record, DELTAS[delta])}")
         for name in papers:
             value = record[f"paper {name}"]
             cells.append("-" if pd.isna(value) else number_of(name)(value))

@@ -20,12 +20,15 @@ from reports.columns import (
     TEST_MARK,
     TEST_NOTE,
     UNITS_NOTE,
+    Format,
     Shown,
     best_cells,
     figure_cell,
 )
 from reports.document import Report
 from reports.settings import setting_labels, with_defaults
+from reports.uncertainty import interval, load_ranks, with_intervals
+from reports.uncertainty import notes as uncertainty_notes
 
 
 def comparison_report(experiment: str, uri: str) -> Report:
@@ -33,7 +36,7 @@ def comparison_report(experiment: str, uri: str) -> Report:
     from reports.runs import load_runs
 
     runs = load_runs(experiment, uri)
-    table = comparison_table(runs)
+    table = with_intervals(comparison_table(runs), load_ranks(uri, runs["run_id"]))
     return Report("report", table, shown_table(table),
                   about_runs(f"experiment {experiment}", runs, uri), _points(table))
 
@@ -95,6 +98,12 @@ def shown_columns(table: pd.DataFrame, columns: list[tuple] | None = None) -> li
             if c[0] not in OPTIONAL or (table[c[0]].fillna(0) > 0).any()]
 
 
+def cell(record: pd.Series, label: str, number: Format, always_std: bool) -> str:
+    """A figure cell: ``mean ± std`` (``figure_cell``), then its ``[low, high]`` interval
+    where the row has one (reports.uncertainty)."""
+    return figure_cell(record, label, number, always_std) + interval(record, label, number)
+
+
 def figure_notes(table: pd.DataFrame, labels: list[str]) -> list[str]:
     """The notes that explain the figure columns ``labels``: units, conventions, marks."""
     notes = [RETRIEVAL_NOTE, UNITS_NOTE, GFLOPS_NOTE]
@@ -105,7 +114,7 @@ def figure_notes(table: pd.DataFrame, labels: list[str]) -> list[str]:
                      f"captions counts as a miss in the figures.")
     if (table["selected_on"] == "test").any():
         notes.append(TEST_NOTE)
-    return notes
+    return notes + uncertainty_notes(table)
 
 
 def shown_table(table: pd.DataFrame) -> Shown:
@@ -122,7 +131,7 @@ def shown_table(table: pd.DataFrame) -> Shown:
         method = row["method"] + (TEST_MARK if row["selected_on"] == "test" else "")
         cells = [row["dataset"], row["backbone"], method, *(str(row[c]) for c in setting),
                  str(row["n"])]
-        cells += [figure_cell(row, label, number, always_std)
+        cells += [cell(row, label, number, always_std)
                   for label, _, number, always_std in shown]
         rows.append(cells)
     best = {(i, headers.index(label))

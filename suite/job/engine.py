@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -391,16 +392,18 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
     checkpoint removed."""
     config, device = job.config, job.device
     run_tags = {"method": config.method, "dataset": config.dataset,
-                "backbone": config.backbone, "pretrained": str(config.pretrained),
+                "backbone": config.backbone, "pretrained": config.pretrained or "none",
                 "device": str(device), "selected_on": config.select_on,
-                "preset": str(config.preset), "select_metric": config.train.select_metric,
+                "select_metric": config.train.select_metric,
                 "precision": resolve_precision(config.train.precision, device),
                 "eval_precision": resolve_precision(config.train.precision, device, "eval"),
                 **cpu.settings(device, job.model),
                 "processes": str(job.processes.world), **environment_tags(), **(tags or {})}
+    if config.preset is not None:
+        run_tags["preset"] = config.preset
     if resume is not None:
         run_tags["resumed_after_epoch"] = str(resume["epoch"])
-    name = f"{config.method}-{config.dataset}-{config.backbone}"
+    name = run_name(config, run_tags)
     digest = run_tags.get(claims.DIGEST_TAG) if resume is None else None
     if digest is not None:  # a planned run: trained once across benches (suite.job.claims)
         store = tracking.client(tracking.tracking_uri(uri))
@@ -433,6 +436,21 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
     if checkpoints is not None:
         checkpoint.remove(checkpoints, run_id)
     return result
+
+
+def run_name(config: RunConfig, tags: dict[str, str]) -> str:
+    """A readable MLflow run name: ``lora-synthetic-trial3`` for a sweep trial (tag ``trial``),
+    ``tempme-fp32-evaluation-synthetic-s0`` for a plan run (its row, tag ``plan_row``),
+    ``tempme-synthetic-s0`` for any other run."""
+    if "trial" in tags:
+        return f"{config.method}-{config.dataset}-trial{tags['trial']}"
+    what = _slug(tags["plan_row"]) if "plan_row" in tags else config.method
+    return f"{what}-{config.dataset}-s{config.train.seed}"
+
+
+def _slug(text: str) -> str:
+    """``TempMe (full fine-tuning)`` -> ``tempme-full-fine-tuning``."""
+    return "-".join(re.findall(r"[a-z0-9.]+", text.lower()))
 
 
 def _train_and_test(job: Job, run_id: str, checkpoints: Path | None,

@@ -107,20 +107,19 @@ def draw(merges: MergeMap, title: str, path: Path) -> Path:
 
 def run_artifacts(run_id: str, uri: str, folder: Path) -> tuple[Path, Path]:
     """Download the ``config.json`` and (if logged) ``trained_weights.pt`` of an MLflow run
-    into ``folder``."""
-    import mlflow
+    into ``folder`` (without MLflow's progress bars: suite.job.tracking)."""
     from mlflow.exceptions import MlflowException
 
+    from suite.job import tracking
+
+    store = tracking.client(uri)
     try:
-        config = Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="config.json", dst_path=str(folder), tracking_uri=uri))
+        config = Path(store.download_artifacts(run_id, "config.json", str(folder)))
     except MlflowException as exc:
         raise UserError(f"cannot read config.json of run {run_id!r} in {uri}: "
                         f"{str(exc).splitlines()[0]}") from None
     try:
-        weights = Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="trained_weights.pt", dst_path=str(folder),
-            tracking_uri=uri))
+        weights = Path(store.download_artifacts(run_id, "trained_weights.pt", str(folder)))
     except (MlflowException, OSError):
         # Drawing the untrained model under a trained run's name would be a wrong picture.
         raise UserError(f"run {run_id} has no trained_weights.pt (it did not finish, or "

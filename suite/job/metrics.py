@@ -82,9 +82,9 @@ def retrieval_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: i
     """Both directions from a (captions x videos) similarity matrix.
 
     Keys: ``t2v_R1 ... t2v_MnR``, ``v2t_...``, ``t2v_rsum`` (R@1+R@5+R@10 of text-to-video, the
-    paper's R-Sum) and ``rsum_both`` (the same summed over both directions). ``missed_t2v`` and
-    ``missed_v2t`` add queries that count as misses, ranked last among all candidates, the
-    left-out ones included (their positives were left out of the split), and
+    paper's R-Sum), ``v2t_rsum`` (the same of video-to-text) and ``rsum_both`` (their sum).
+    ``missed_t2v`` and ``missed_v2t`` add queries that count as misses, ranked last among all
+    candidates, the left-out ones included (their positives were left out of the split), and
     ``nonfinite_similarities`` says how many scores were NaN or infinite.
     """
     sims = sims.float()
@@ -96,7 +96,8 @@ def retrieval_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: i
     out = {f"t2v_{k}": v for k, v in t2v.items()}
     out.update({f"v2t_{k}": v for k, v in v2t.items()})
     out["t2v_rsum"] = t2v["R1"] + t2v["R5"] + t2v["R10"]
-    out["rsum_both"] = out["t2v_rsum"] + v2t["R1"] + v2t["R5"] + v2t["R10"]
+    out["v2t_rsum"] = v2t["R1"] + v2t["R5"] + v2t["R10"]
+    out["rsum_both"] = out["t2v_rsum"] + out["v2t_rsum"]
     out["nonfinite_similarities"] = float((~torch.isfinite(sims)).sum())
     return out
 
@@ -169,3 +170,15 @@ def dual_softmax_metrics(sims: torch.Tensor, positives: torch.Tensor, missed_t2v
     out.update({f"dsl_v2t_{k}": v for k, v in v2t.items()})
     out["dsl_t2v_rsum"] = t2v["R1"] + t2v["R5"] + t2v["R10"]
     return out
+
+
+def both_query_ranks(sims: torch.Tensor, positives: torch.Tensor, missed_t2v: int = 0,
+                     missed_v2t: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query ranks behind ``retrieval_metrics``: text-to-video (one per caption, then
+    ``missed_t2v`` misses) and video-to-text (one per video, then ``missed_v2t`` misses)."""
+    sims = sims.float()
+    positives = positives.bool()
+    captions, videos = sims.shape
+    t2v = with_misses(query_ranks(sims, positives), missed_t2v, videos + missed_v2t)
+    v2t = with_misses(query_ranks(sims.t(), positives.t()), missed_v2t, captions + missed_t2v)
+    return t2v, v2t

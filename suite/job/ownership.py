@@ -7,7 +7,8 @@ that a RUNNING run's owner is gone (the run is abandoned).
   trained by two processes at once.
 - Heartbeat: the MLflow tags ``owner`` (``pid@host``), ``owner_pid``, ``owner_host``,
   ``owner_started`` (the process's start time, so that a reused pid is not taken for the owner)
-  and ``heartbeat`` (Unix time), refreshed every ``HEARTBEAT_SECONDS`` by a daemon thread.
+  and ``heartbeat``, both ISO-8601 times in UTC (``at``), the heartbeat refreshed every
+  ``HEARTBEAT_SECONDS`` by a daemon thread.
 - Gone: on the owner's host, its process no longer exists; seen from another host (no process
   table to look at), no heartbeat for ``STALE_SECONDS``.
 
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,19 @@ STALE_SECONDS = 300.0  # ten missed heartbeats
 LOCK_NAME = "owner.lock"
 
 _held: dict[Path, Any] = {}  # lock file -> FileLock this process holds (claims nest)
+
+
+def at(seconds: float) -> str:
+    """Unix time as ISO-8601 in UTC, to the millisecond: ``2025-05-01T09:30:12.345+00:00``."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def seconds_of(text: str) -> float:
+    """Unix time of an ``at`` time; a number of seconds (records written before) as it is."""
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text).timestamp()
 
 
 def lock_path(folder: Path, run_id: str) -> Path:
@@ -60,15 +75,15 @@ class Owner:
     def from_tags(cls, tags: dict[str, str]) -> Owner | None:
         """None when the run has no (or a garbled) owner record."""
         try:
-            return cls(int(tags["owner_pid"]), tags["owner_host"], float(tags["owner_started"]),
-                       float(tags["heartbeat"]))
+            return cls(int(tags["owner_pid"]), tags["owner_host"],
+                       seconds_of(tags["owner_started"]), seconds_of(tags["heartbeat"]))
         except (KeyError, ValueError):
             return None
 
     def tags(self) -> dict[str, str]:
         return {"owner": f"{self.pid}@{self.host}", "owner_pid": str(self.pid),
-                "owner_host": self.host, "owner_started": f"{self.started:.2f}",
-                "heartbeat": f"{self.heartbeat:.0f}"}
+                "owner_host": self.host, "owner_started": at(self.started),
+                "heartbeat": at(self.heartbeat)}
 
     def gone(self, now: float | None = None) -> bool:
         """True when the owner is known to be gone (see the module docstring)."""
@@ -160,7 +175,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
-                self.client.set_tag(self.run_id, "heartbeat", f"{time.time():.0f}")
+                self.client.set_tag(self.run_id, "heartbeat", at(time.time()))
             except Exception:  # noqa: BLE001 - a busy store: the next beat tries again
                 continue
 

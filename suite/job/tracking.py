@@ -7,7 +7,8 @@ Several processes may share a store (``suite run`` twice, sweep workers). The fi
 local store creates its tables (MLflow's migrations, which are not safe to run twice at once),
 so it happens under a file lock beside the database (``mlflow.db.lock``); creating an
 experiment is retried when another process created it first (all a server or remote database
-gets: no lock spans machines).
+gets: no lock spans machines). Every experiment the suite opens is tagged a model-training
+experiment (``EXPERIMENT_KIND``), which MLflow 3's UI reads to open it on its runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from suite.common.locks import held, sqlite_lock_path
 from suite.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow 3 sorts experiments into GenAI apps and model training by this tag; the suite trains.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -38,6 +41,9 @@ def _writes() -> bool:
 
 
 def _quiet() -> None:
+    """No migration chatter, and no tqdm bars of MLflow's artifact downloads in the suite's
+    output (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true`` brings them back)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -63,9 +69,9 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment_id=open_experiment(uri, experiment))
     if run_id is None:
-        run = mlflow.start_run(run_name=run_name, tags=tags)
+        run = mlflow.start_run(run_name=run_name, tags=_texts(tags))
     else:
-        run = mlflow.start_run(run_id=run_id, tags=tags)
+        run = mlflow.start_run(run_id=run_id, tags=_texts(tags))
     try:
         yield run
     except EndRun as stop:
@@ -124,7 +130,8 @@ def client(uri: str) -> Any:
 
 
 def open_experiment(uri: str, name: str) -> str:
-    """The id of experiment ``name``, created if missing; safe when several processes (or
+    """The id of experiment ``name``, created if missing, tagged a training experiment
+    (``EXPERIMENT_KIND``, unless it already has a kind); safe when several processes (or
     machines) create it at once: whoever loses the race reads the winner's."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -135,9 +142,12 @@ def open_experiment(uri: str, name: str) -> str:
         for _ in range(5):
             found = client.get_experiment_by_name(name)
             if found is not None:
+                if EXPERIMENT_KIND[0] not in found.tags:  # made before the tag, or elsewhere
+                    client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
                 return str(found.experiment_id)
             try:
-                return str(client.create_experiment(name, artifact_location=_artifact_root(uri)))
+                return str(client.create_experiment(name, artifact_location=_artifact_root(uri),
+                                                    tags=dict([EXPERIMENT_KIND])))
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -157,7 +167,7 @@ def log_params(params: dict[str, Any]) -> None:
         return
     import mlflow
 
-    mlflow.log_params({k: ("None" if v is None else str(v))[:6000] for k, v in params.items()})
+    mlflow.log_params({k: v[:6000] for k, v in _texts(params).items()})
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -181,4 +191,10 @@ def set_tags(tags: dict[str, Any]) -> None:
         return
     import mlflow
 
-    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+    mlflow.set_tags(_texts(tags))
+
+
+def _texts(values: dict[str, Any]) -> dict[str, str]:
+    """Params and tags as MLflow stores them: text, unset (None) values left out rather than
+    written as the string ``None``."""
+    return {k: str(v) for k, v in values.items() if v is not None}

@@ -87,13 +87,15 @@ def estimate(runs: list[PlannedRun], time_steps: bool = True,
 
     measured: dict[str, tuple[float, float | None, int | None]] = {}
     out: dict[str, Estimate] = {}
+    models = len({_model_key(run) for run in runs})
     for run in runs:
         key = _model_key(run)
         config = run.config
         knobs = method_config(config)
         if key not in measured:
             if on_model is not None:
-                on_model(f"{config.method} on {config.backbone}")
+                on_model(f"model {len(measured) + 1}/{models}, {config.method} on "
+                         f"{config.backbone}")
             device = resolve_device(config.device)
             torch.manual_seed(0)
             loaded = load_backbone(config.backbone, None, "cpu", show_progress=False)
@@ -123,39 +125,82 @@ def estimate(runs: list[PlannedRun], time_steps: bool = True,
     return out
 
 
-def describe_duration(seconds: float | None) -> str:
+UNITS = (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("d", 86400.0))
+
+
+def unit_for(seconds: float) -> tuple[str, float]:
+    """The unit a duration of ``seconds`` reads best in: s below 2 min, min below 2 h, h below
+    2 days, then days."""
+    for (name, size), (_, bigger) in zip(UNITS, UNITS[1:], strict=False):
+        if seconds < 2 * bigger:
+            return name, size
+    return UNITS[-1]
+
+
+def describe_duration(seconds: float | None, unit: tuple[str, float] | None = None) -> str:
+    """``seconds`` in ``unit`` (default: the one it reads best in, ``unit_for``)."""
     if seconds is None or math.isnan(seconds):
         return "?"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    name, size = unit or unit_for(seconds)
+    value = seconds / size
+    return f"{value:.1f} {name}" if 0 < value < 10 and size > 1 else f"{value:.0f} {name}"
 
 
-#: Settings a dry run shows for every row (the rest of the resolved config is in --json).
+#: Settings a dry run shows once, as the plan's defaults (the rest is in --json).
 SHOWN = ("dataset", "backbone", "pretrained", "frames", "select_on", "preset", "train.epochs",
-         "train.batch_size", "train.lr", "train.lr_pretrained", "train.optimizer")
+         "train.batch_size", "train.lr", "train.lr_pretrained", "train.optimizer",
+         "train.precision")
+#: Settings no row line repeats: the plan's (the seed) or shown otherwise (method options).
+NOT_ROW_SETTINGS = ("experiment", "train.seed", "method", "method_options")
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def plan_defaults(runs: list[PlannedRun]) -> dict[str, Any]:
+    """Each setting's value in most rows (the first row's on a tie): what a row changes is
+    measured against these."""
+    rows = list({run.row: run.config.flat() for run in runs}.values())
+    keys = dict.fromkeys(k for flat in rows for k in flat if k not in NOT_ROW_SETTINGS)
+    out = {}
+    for key in keys:
+        values = [json.dumps(flat.get(key), sort_keys=True, default=str) for flat in rows]
+        out[key] = rows[values.index(max(values, key=values.count))].get(key)
+    return out
+
+
+def changed(run: PlannedRun, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The settings ``run``'s row changes from the plan's defaults (``plan_defaults``)."""
+    flat = run.config.flat()
+    return {k: flat.get(k) for k in defaults if flat.get(k) != defaults[k]}
 
 
 def dry_run_lines(plan: Plan, runs: list[PlannedRun], actions: list[Action],
                   estimates: dict[str, Estimate]) -> list[str]:
     """The runs row by row: resolved settings once per row, then each seed with its digest,
     what the bench would do and its estimated cost; totals at the end."""
+    defaults = plan_defaults(runs)
+    changes = {run.row: changed(run, defaults) for run in runs}
+    # The defaults every row keeps, the ones some row changes, and no unset one.
+    keys = [k for k in SHOWN if k in defaults] + sorted(
+        {k for change in changes.values() for k in change} - set(SHOWN))
+    seconds = [e.seconds for e in estimates.values() if e.seconds is not None]
+    unit = unit_for(max(seconds)) if seconds else None  # one unit for every run's cost
     lines = [f"plan {plan.name}: {plan.description}",
              f"experiment {runs[0].config.experiment}; {len(runs)} runs ({len(plan.seeds)} "
-             f"seeds x {len({r.row for r in runs})} rows)"]
+             f"seeds x {len({r.row for r in runs})} rows)",
+             "defaults: " + ", ".join(f"{k}={_show(defaults[k])}" for k in keys
+                                      if defaults[k] is not None)]
     previous = None
     for run, action in zip(runs, actions, strict=True):
         if run.row != previous:
             previous = run.row
-            flat = run.config.flat()
-            shown = ", ".join(f"{k}={flat[k]}" for k in SHOWN if k in flat)
             method = ", ".join(f"{k}={v}" for k, v in sorted(run.config.method_options.items()))
             lines.append(f"{run.row}: {run.config.method}" + (f" ({method})" if method else ""))
-            lines.append(f"    {shown}")
+            if changes[run.row]:
+                lines.append("    " + ", ".join(f"{k}={_show(v)}"
+                                                for k, v in changes[run.row].items()))
             note = plan.row(run.base_row).note
             if note:
                 lines.append(f"    {note}")
@@ -168,7 +213,7 @@ def dry_run_lines(plan: Plan, runs: list[PlannedRun], actions: list[Action],
                 scaled = ("" if e.measured_batch in (None, run.config.train.batch_size)
                           else f" (measured at batch {e.measured_batch}, scaled)")
                 cost += (f" x {e.seconds_per_step:.3g} s{scaled} = "
-                         f"{describe_duration(e.seconds)}")
+                         f"{describe_duration(e.seconds, unit)}")
         todo = {"done": f"finished (run {action.run_id}), skipped",
                 "busy": f"under way ({action.detail}), skipped",
                 "resume": f"resume run {action.run_id}", "new": "start"}[action.kind]
@@ -178,8 +223,11 @@ def dry_run_lines(plan: Plan, runs: list[PlannedRun], actions: list[Action],
              and (estimates[r.digest].steps == 0 or estimates[r.digest].seconds is not None)]
     if estimates and any(estimates[r.digest].seconds_per_step is not None for r in pending):
         unknown = len(pending) - len(timed)
+        total = total_for(timed, estimates)
+        readable = ("" if unit_for(total) == unit
+                    else f" ({describe_duration(total)})")
         lines.append(f"estimated training time of the {len(pending)} runs to do, one after "
-                     f"another: {describe_duration(total_for(timed, estimates))}"
+                     f"another: {describe_duration(total, unit)}{readable}"
                      + (f" (+ {unknown} runs not estimated: their steps need --data-root)"
                         if unknown else "") + "; evaluation not included")
     elif estimates:
@@ -211,11 +259,18 @@ def dry_run(runs: list[PlannedRun], options: Any, timing: bool,
     """What ``suite bench --dry-run`` shows: each run's action and the estimated cost of each
     distinct model. Nothing is written: a store that does not exist yet is not created (every
     run is then new)."""
-    from suite.orchestrate.state import plan_actions
+    from suite.common.progress import console
+    from suite.orchestrate.state import plan_actions, say
+
+    def progress(text: str) -> None:  # a line each model where no status line shows
+        if on_model is not None:
+            on_model(text)
+        if not console.is_terminal:
+            say(f"estimating costs: {text}")
 
     store = options.uri.removeprefix("sqlite:///")
     if options.uri.startswith("sqlite:///") and not Path(store).is_file():
         actions = [Action("new") for _ in runs]
     else:
         actions = plan_actions(runs, options)
-    return actions, estimate(runs, timing, on_model=on_model)
+    return actions, estimate(runs, timing, on_model=progress)

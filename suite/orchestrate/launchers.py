@@ -291,6 +291,16 @@ class SlurmLauncher:
             **self.settings.executor_parameters(f"bench-{self.options.workdir.name}"))
         return executor
 
+    def record(self, run: PlannedRun, job: Any) -> None:
+        """Name the job and its log in the bench folder (``jobs.tsv``) and on the console."""
+        table = self.options.workdir / "jobs.tsv"
+        log = Path(job.paths.stdout).absolute()
+        if not table.exists():
+            table.write_text("row\tseed\tjob_id\tlog\n")
+        with table.open("a") as out:
+            out.write(f"{run.row}\t{run.seed}\t{job.job_id}\t{log}\n")
+        say(f"{run.row}, seed {run.seed}: job {job.job_id} submitted (log {log})")
+
     def submit(self, executor: Any, run: PlannedRun, action: Action) -> Any:
         return executor.submit(BenchJob(run, self.options, action, str(Path.cwd())))
 
@@ -301,7 +311,7 @@ class SlurmLauncher:
         try:
             for number, (run, action) in enumerate(todo):
                 jobs[number] = (run, action, 1, self.submit(executor, run, action))
-                say(f"{run.row}, seed {run.seed}: job {jobs[number][3].job_id} submitted")
+                self.record(run, jobs[number][3])
             while jobs:
                 for number, (run, action, attempt, job) in list(jobs.items()):
                     if not job.done():
@@ -325,6 +335,7 @@ class SlurmLauncher:
                     elif attempt < 2 and code != 130:
                         again = refresh(run, self.options)
                         jobs[number] = (run, again, 2, self.submit(executor, run, again))
+                        self.record(run, jobs[number][3])
                         say(f"{run.row}, seed {run.seed}: job {job.job_id} exited {code}; "
                             f"submitted again as {jobs[number][3].job_id}")
                     else:

@@ -1,6 +1,8 @@
 """Ranks from SLURM: ``srun -n N suite run`` makes N processes of one run, each reading its
 rank and the world from SLURM's variables; torchrun's variables win inside a job."""
 
+import os
+
 import pytest
 
 from suite.job import distributed
@@ -12,9 +14,11 @@ SLURM_STEP = {"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID":
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                *SLURM_STEP):
-        monkeypatch.delenv(key, raising=False)
+    """A copy of the environment without rank variables; rendezvous() writes into it, and
+    the real one is untouched (a leaked WORLD_SIZE would make later runs wait for peers)."""
+    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
+             *SLURM_STEP)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in names})
     return monkeypatch
 
 
@@ -46,8 +50,6 @@ def test_rendezvous_on_the_first_node_with_a_port_from_the_job(clean_env):
     for key, value in SLURM_STEP.items():
         clean_env.setenv(key, value)
     rendezvous(from_environment())
-    import os
-
     assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("node7", "24242")
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == (
         "1", "2", "1")

@@ -396,7 +396,7 @@ def test_the_heartbeat_is_refreshed_while_the_run_trains(store):
     client = MlflowClient(store)
     run_id = fake_run(client, tracking.open_experiment(store, "tvr-suite"))
     with ownership.heartbeat(store, run_id, interval=0.2):
-        first = float(client.get_run(run_id).data.tags["heartbeat"])
+        first = ownership.seconds_of(client.get_run(run_id).data.tags["heartbeat"])
         assert client.get_run(run_id).data.tags["owner_pid"] == str(os.getpid())
         time.sleep(1.5)
-        assert float(client.get_run(run_id).data.tags["heartbeat"]) > first
+        assert ownership.seconds_of(client.get_run(run_id).data.tags["heartbeat"]) > first
