@@ -78,11 +78,20 @@ class Method:
     reference: str
     config_cls: Any  # a dataclass type
     build: Callable[..., Any]
-    search_space: Callable[[Any], dict[str, Any]] = field(default=lambda trial: {})
+    search_space: Callable[..., dict[str, Any]] = field(default=lambda trial: {})
     defaults_for: Callable[[str, int], dict[str, Any]] = field(default=lambda backbone, frames: {})
     validate: Callable[[Any, str, int], None] = field(default=lambda config, backbone, frames: None)
     learning_rates: tuple[str, ...] = ("lr",)
     accepts_padding: bool = True
+
+    def draw(self, trial: Any, backbone: str, frames: int) -> dict[str, Any]:
+        """``search_space(trial)``, or ``search_space(trial, backbone, frames)`` when the
+        method's space depends on them (TempMe's ClipMe layers and groups)."""
+        import inspect
+
+        if len(inspect.signature(self.search_space).parameters) >= 3:
+            return self.search_space(trial, backbone, frames)
+        return self.search_space(trial)
 
     def make_config(self, backbone: str, frames: int, overrides: dict[str, Any]) -> Any:
         """The method's config: dataclass defaults, then backbone defaults, then ``overrides``."""

@@ -172,12 +172,40 @@ def build(clip: Any, config: TempMeConfig, frames: int, backbone: str) -> Retrie
                         num_prompts=config.num_prompts, bottleneck=config.bottleneck)
 
 
-def search_space(trial: Any) -> dict[str, Any]:
-    return {
+def group_choices(frames: int, steps: int = 3) -> list[str]:
+    """Ways ClipMe can join ``frames`` sequences into one in at most ``steps`` steps: the
+    frames merged per step, ascending, as ``"2,2,3"`` (Optuna's categorical values)."""
+    def split(rest: int, low: int, left: int) -> list[list[int]]:
+        if rest == 1:
+            return [[]]
+        if left == 0:
+            return []
+        return [[g, *tail] for g in range(low, rest + 1) if rest % g == 0
+                for tail in split(rest // g, g, left - 1)]
+
+    if frames == 1:
+        return ["1"]
+    return [",".join(map(str, groups)) for groups in split(frames, 2, steps)]
+
+
+def search_space(trial: Any, backbone: str | None = None, frames: int | None = None
+                 ) -> dict[str, Any]:
+    """ImgMe r and the keep ratios; given the run's ``backbone`` and ``frames``, also the
+    ClipMe schedule: the frames merged per step (``clip_groups``) on consecutive layers from
+    a first ClipMe layer in the upper half of the tower (``clip_layers``)."""
+    space: dict[str, Any] = {
         "ratio_cross": trial.suggest_float("method.ratio_cross", 0.1, 0.5, step=0.05),
         "ratio_intra": trial.suggest_float("method.ratio_intra", 0.0, 0.3, step=0.05),
         "imgme_r": trial.suggest_int("method.imgme_r", 0, 4),
     }
+    if backbone is None or frames is None:
+        return space
+    depth = vision_depth(backbone)
+    groups = [int(g) for g in
+              trial.suggest_categorical("method.clip_groups", group_choices(frames)).split(",")]
+    first = trial.suggest_int("method.clip_first_layer", depth // 2, max(depth // 2, depth - 3))
+    first = min(first, depth - len(groups))  # fewer steps than 3 fit anywhere in the range
+    return {**space, "clip_groups": groups, "clip_layers": list(range(first, first + len(groups)))}
 
 
 def validate(config: ScheduleConfig, backbone: str, frames: int) -> None:

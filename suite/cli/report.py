@@ -19,6 +19,7 @@ REPORT_EXAMPLES = """Examples:
   suite report --plan synthetic-all --out report # a plan's table, plot and files
   suite report --plan tempme-ablation-schedule --dataset synthetic --format latex
   suite report --format html --out report        # one page: table, plots, what and when
+  suite report --pareto tempme-synthetic --out report  # a sweep's Pareto front and its plot
 """
 ABANDONED_SUMMARY = "End RUNNING runs whose process is gone: marked FAILED, resumable."
 ABANDONED_EXAMPLES = """Examples:
@@ -49,6 +50,12 @@ def report(
     set_: Sets = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the table's rows as JSON (means and stds as numbers).")] = False,
+    pareto: Annotated[str | None, typer.Option(
+        help="A multi-objective sweep's Pareto front instead: a table (md, csv, latex) and, "
+             "with --out, a plot of R-Sum vs GFLOPs (PNG, SVG) with the other runs and the "
+             "paper's points.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="With --pareto: the study's Optuna storage (default: optuna.journal).")] = None,
 ) -> None:
     """Compare finished runs in a table: one row per method and setting, over seeds.
 
@@ -66,7 +73,11 @@ def report(
 
         writable_folder(out, "--out")
     uri = resolve_uri(tracking_uri)
-    if plan is not None:
+    if pareto is not None:
+        from reports.pareto import pareto_report
+
+        made = pareto_report(pareto, storage, uri)
+    elif plan is not None:
         from reports.plan import plan_report
         from suite.job.config import parse_sets
 

@@ -24,6 +24,8 @@ EXAMPLES = """Examples:
   suite sweep --method lora --trials 10
   suite sweep --method tempme --trials 20 --pruner median --set train.epochs=2
   suite sweep --method tome --trials 8 --storage postgresql://host/db --study tome-msrvtt
+  suite sweep --method tempme --trials 20 --objective r_sum --objective gflops \
+      --budget "gflops<=0.08"
   suite sweep --method lora --trials 16 --workers 4 --launcher slurm --partition gpu \
       --storage postgresql://host/db
 """
@@ -50,6 +52,17 @@ def sweep(
     pruner: Annotated[str, typer.Option(
         help="Stop poor trials early on their per-epoch validation R-Sum: none, median or "
              "hyperband.")] = "none",
+    objective: Annotated[list[str] | None, typer.Option(
+        help="NAME[:max|min], repeatable: r_sum (val/t2v_rsum, max; the default), r1, r5, "
+             "r10, gflops (cost/video_gmacs, min), text_gflops, params, videos_per_second, "
+             "seconds_per_step, or any logged metric with a direction. Several: a "
+             "multi-objective study and its Pareto front.")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="Several objectives: nsga2 (default) or tpe (multi-objective TPE); one "
+             "objective: TPE.")] = None,
+    budget: Annotated[str | None, typer.Option(
+        help="gflops<=X (or text_gflops<=X): each trial's multiply-adds are counted before "
+             "training; a trial over the budget fails without training.")] = None,
     experiment: Experiment = None,
     set_: Sets = None,
     tracking_uri: TrackingUri = None,
@@ -81,7 +94,7 @@ def sweep(
     """
     from suite.job import config as cfg
     from suite.job.distributed import from_environment
-    from suite.orchestrate.sweep import run_sweep
+    from suite.orchestrate.sweep import DEFAULT_OBJECTIVES, Budget, Objective, run_sweep
 
     if method is None or trials is None:
         raise UserError("--method and --trials are required; see `suite list methods`")
@@ -91,6 +104,11 @@ def sweep(
         raise UserError(f"unknown --launcher {launcher!r}; valid: local, slurm")
     overrides: dict[str, Any] = {} if experiment is None else {"experiment": experiment}
     overrides.update(cfg.parse_sets(set_ or []))
+    objectives = tuple(map(Objective.parse, objective)) if objective else DEFAULT_OBJECTIVES
+    limit = None if budget is None else Budget.parse(budget)
+    study_options = [*(a for o in objective or [] for a in ("--objective", o)),
+                     *(["--sampler", sampler] if sampler else []),
+                     *(["--budget", budget] if budget else [])]
     stop_on_sigterm()
     if workers > 1 or launcher == "slurm":
         from suite.orchestrate.bench import slurm_settings_of
@@ -100,10 +118,11 @@ def sweep(
                                    "gpus_per_job": gpus_per_job, "cpus_per_job": cpus_per_job,
                                    "cluster": submitit_cluster})
         summary = run_workers(method, dataset, trials, overrides, set_ or [], workers,
-                              launcher, slurm, storage, study, seed, tracking_uri, pruner)
+                              launcher, slurm, storage, study, seed, tracking_uri, pruner,
+                              objectives, sampler, limit, study_options)
     else:
         summary = run_sweep(method, dataset, trials, overrides, storage, study, seed,
-                            tracking_uri, pruner, goal)
+                            tracking_uri, pruner, goal, objectives, sampler, limit)
     if summary.complete_now + summary.pruned_now == 0:
         typer.echo(f"error: all {trials} trials failed (see above); study {summary.study} "
                    f"in {summary.storage}", err=True)

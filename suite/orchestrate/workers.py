@@ -26,8 +26,8 @@ def absolute_storage(storage: str) -> str:
 
 def worker_command(method: str, dataset: str, goal: int, storage: str, study: str,
                    seed: int | None, pruner: str, sets: list[str], experiment: str | None,
-                   uri: str | None) -> list[str]:
-    """The command line of one worker."""
+                   uri: str | None, extra: list[str] | None = None) -> list[str]:
+    """The command line of one worker; ``extra``: options passed on as they are."""
     argv = [sys.executable, "-m", "suite.cli", "sweep", "--method", method, "--dataset",
             dataset, "--trials", "1", "--goal", str(goal), "--storage", storage, "--study",
             study, "--pruner", pruner, "--json"]
@@ -39,7 +39,7 @@ def worker_command(method: str, dataset: str, goal: int, storage: str, study: st
         argv += ["--tracking-uri", uri]
     for item in sets:
         argv += ["--set", item]
-    return argv
+    return argv + list(extra or [])
 
 
 def run_command(argv: list[str], log: str) -> int:

@@ -94,8 +94,8 @@ def test_failing_trials_do_not_end_the_sweep(stores, monkeypatch):
             raise RuntimeError("boom\nsecond line")
         return fit(self, *args)
 
-    def draw_bad_knob_in_trial_1(trial, method, base_lr):
-        overrides = draw(trial, method, base_lr)
+    def draw_bad_knob_in_trial_1(trial, method, base_lr, *where):
+        overrides = draw(trial, method, base_lr, *where)
         if trial.study.study_name == "failing" and trial.number == 1:
             overrides["method.nope"] = 1  # an invalid combination: a UserError in the run
         return overrides
