@@ -69,7 +69,7 @@ def test_two_workers_share_the_goal_and_a_killed_worker_is_replaced(tmp_path):
     assert all(t.state != TrialState.RUNNING for t in trials)
 
 
-def test_a_surplus_trial_is_failed_and_not_counted(tmp_path):
+def test_a_surplus_trial_is_failed_and_not_counted(tmp_path, monkeypatch):
     """Two workers take the last place at once: the later trial number gives way."""
     study = optuna.create_study(storage=sweep.open_storage(str(tmp_path / "s.journal")))
     study.tell(study.ask(), 1.0)  # one trial counts; the goal is two
@@ -82,13 +82,21 @@ def test_a_surplus_trial_is_failed_and_not_counted(tmp_path):
         return ask()
 
     study.ask = another_worker_asks_first
+    waits = []
+
+    def the_rival_finishes(seconds):  # this worker waits while the rival's trial may fail
+        waits.append(seconds)
+        study.tell(1, 1.0)
+
+    monkeypatch.setattr(time, "sleep", the_rival_finishes)
     trials = sweep.asked_until(study, goal=2, poll=0.01)
     with pytest.raises(StopIteration):
-        next(trials)  # the rival (a live worker) holds the last place: this one stops
+        next(trials)  # the rival held the last place and finished it: this worker stops
+    assert waits == [0.01]
     states = [(t.number, t.state, t.user_attrs.get("surplus")) for t in study.trials]
-    assert states == [(0, TrialState.COMPLETE, None), (1, TrialState.RUNNING, None),
+    assert states == [(0, TrialState.COMPLETE, None), (1, TrialState.COMPLETE, None),
                       (2, TrialState.FAIL, True)]
-    assert sweep.counted(study) == 1
+    assert sweep.counted(study) == 2
 
 
 def test_counted_leaves_out_killed_and_surplus_trials(tmp_path):
