@@ -146,8 +146,17 @@ def test_a_stopped_job_resumes_to_the_figures_of_an_uninterrupted_run(
     else:
         subprocess.run(["scancel", job], check=True)
     out, _ = bench.communicate(timeout=900)
+    if stop == "cancelled":  # the run ends KILLED; the next bench resumes it
+        assert bench.returncode == 1 and "exited 130" in out, out[-3000:]
+        [killed] = runs_of(uri, f"plan-stop-{stop}")
+        assert killed.info.status == "KILLED"
+        again = suite("bench", str(path), *ON_SLURM, "--partition", slurm.partition,
+                      "--tracking-uri", uri, cwd=tmp_path)
+        out = again.stdout + again.stderr
+        assert again.returncode == 0 and "resum" in out, out[-3000:]
+    else:  # preempted: requeued by submitit within the same bench
+        assert bench.returncode == 0, out[-3000:]
     stopped_seconds = time.monotonic() - began
-    assert bench.returncode == 0, out[-3000:]
 
     [run] = runs_of(uri, f"plan-stop-{stop}")
     [plain] = runs_of(reference_store, f"plan-stop-{stop}")
