@@ -132,7 +132,7 @@ def test_profile_markdown_table_has_a_row_per_method():
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("| method | video GFLOPs |")
-    assert lines[1].startswith("|---|---:|")  # the project's one Markdown renderer
+    assert lines[1].startswith("|:---|---:|")  # the project's one Markdown renderer
     assert lines[2].startswith("| lora |") and lines[4].startswith("tiny-clip, 12 frames")
     assert len(lines) == 5
 

@@ -189,7 +189,11 @@ def test_the_plan_report_shows_the_finished_runs(reference, tmp_path):
     assert [cells[0] for cells in rows] == ["LoRA", "TempMe"]
     for cells, row in zip(rows, ("LoRA", "TempMe"), strict=True):
         assert cells[1] == "1"  # n
-        assert cells[7] == f"{done[row]['test/t2v_rsum']:.1f}"  # R-Sum
+        # R-Sum, then its 95% bootstrap interval over the test queries
+        value, _, interval = cells[7].partition(" [")
+        assert value == f"{done[row]['test/t2v_rsum']:.1f}"
+        low, high = (float(x) for x in interval.rstrip("]").split(", "))
+        assert low <= float(value) <= high
     assert rows[0][-1] == "baseline"  # Δ R-Sum, the last column
     delta = done["TempMe"]["test/t2v_rsum"] - done["LoRA"]["test/t2v_rsum"]
-    assert rows[1][-1] == f"{delta:+.1f}"
+    assert rows[1][-1].split(" (n.s.)")[0] == f"{delta:+.1f}"

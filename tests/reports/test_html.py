@@ -270,8 +270,10 @@ def test_rows_link_to_their_mlflow_runs_on_a_tracking_server():
                    tracking_uri="http://mlflow.example:5000/", experiment_id="7")
     page = Page(table_html(shown, server))
     assert page.headers[-1] == "MLflow runs"
-    assert page.links == ["http://mlflow.example:5000/#/experiments/7/runs/0123456789abcdef",
-                          "http://mlflow.example:5000/#/experiments/7/runs/fedcba9876543210"]
+    view = "?workflowType=machine_learning"  # MLflow 3's model-training view of the run
+    assert page.links == [
+        f"http://mlflow.example:5000/#/experiments/7/runs/0123456789abcdef{view}",
+        f"http://mlflow.example:5000/#/experiments/7/runs/fedcba9876543210{view}"]
     local = About("experiment x", (("synthetic", "tiny-clip"),),
                   tracking_uri="sqlite:///mlflow.db", experiment_id="7")
     assert Page(table_html(shown, local)).links == []
