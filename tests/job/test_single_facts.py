@@ -3,8 +3,6 @@ TempMe's schedule knobs, the schedule check, the config sections and a method's 
 config are each decided in one place, and every user of the fact agrees with it."""
 
 import dataclasses
-import subprocess
-import sys
 import tomllib
 
 import pytest
@@ -176,17 +174,3 @@ def test_profiling_resolves_method_configs_as_a_run_does():
         build_for_profile("lora", "tiny-clip", 4, torch.device("cpu"), {"rnak": 4})
     with pytest.raises(UserError, match="unknown backbone 'ViT-Q-99'"):
         resolve_method_config("lora", "ViT-Q-99", 4, {})
-
-
-@pytest.mark.subprocess
-def test_a_fresh_process_resolves_tiny_clip_options_against_its_real_depth():
-    """The embedded tiny-clip config is registered before a method reads its depth (6 blocks),
-    not guessed as a 12-block tower."""
-    code = ("from suite.models.method import resolve_method_config\n"
-            "from suite.errors import UserError\n"
-            "try:\n"
-            "    resolve_method_config('centerclip', 'tiny-clip', 12, {'cluster_layer': 7})\n"
-            "except UserError as exc:\n"
-            "    print(exc)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "cluster_layer 7 is outside the backbone; valid: 0..5" in out.stdout
