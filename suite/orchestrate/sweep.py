@@ -567,6 +567,9 @@ def run_workers(method: str, dataset: str, trials: int, overrides: dict[str, Any
     study = open_study(name, storage, method, dataset, make_pruner(pruner, config.train.epochs),
                        objectives)
     fail_abandoned_trials(study)
+    # The tracking store is made here, once: a worker killed while MLflow creates a new
+    # store's tables would leave it half made for the others.
+    tracking.open_experiment(tracking.tracking_uri(uri), config.experiment)
     before = [t.state for t in study.trials]
     goal = counted(study) + trials
     say(f"sweep {name}: {workers} workers ({launcher}) until the study counts {goal} trials "

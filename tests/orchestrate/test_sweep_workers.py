@@ -34,6 +34,12 @@ def trials_of(cwd):
     return optuna.load_study(study_name="lora-synthetic", storage=storage).trials
 
 
+def worker_logs(cwd):
+    """The workers' own logs, the ends that say why a worker stopped."""
+    return "".join(f"\n--- {log.name}\n{log.read_text()[-4000:]}"
+                   for log in sorted((cwd / "sweeps").glob("*/worker*.log")))
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_two_workers_share_the_goal_and_a_killed_worker_is_replaced(tmp_path):
@@ -52,7 +58,7 @@ def test_two_workers_share_the_goal_and_a_killed_worker_is_replaced(tmp_path):
     time.sleep(2)
     workers[0].send_signal(signal.SIGKILL)
     out, err = parent.communicate(timeout=900)
-    assert parent.returncode == 0, err[-3000:]
+    assert parent.returncode == 0, err[-3000:] + worker_logs(tmp_path)
     summary = json.loads(out[out.index("{"):])
 
     trials = trials_of(tmp_path)
