@@ -11,6 +11,9 @@ nothing of the project, so every layer (``methods`` included) can raise these.
   - ``TrainingDiverged``: the loss became NaN or infinite under the given settings.
 - ``StoreError``: the tracking store or the study database failed. Exit 2.
 - ``UncountedOperatorError``: the cost counter met an operator it cannot count. Exit 1.
+- ``MachineFault``: the machine failed under a run, not its input (a store that went away
+  mid-run). Exit 1.
+  - ``DiskFull``: no space left (or the quota reached) writing a file or the store.
 - ``RunClaimed``: a planned run is already trained (or resumed) elsewhere; not an error of
   anyone's, the run is skipped. Exit 3.
 """
@@ -88,6 +91,18 @@ class UncountedOperatorError(SuiteError):
     not the user's input."""
 
     exit_code = 1
+
+
+class MachineFault(SuiteError):
+    """A fault of the machine, not of the input: a tracking store that went away mid-run, a
+    full disk. The message names what failed and what to do (free space, resume the run)."""
+
+    exit_code = 1
+
+
+class DiskFull(MachineFault):
+    """No space left on a device (or the disk quota reached) while writing; the message names
+    the file or store that was being written."""
 
 
 class RunClaimed(SuiteError):

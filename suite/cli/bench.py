@@ -84,6 +84,9 @@ def bench(
     tracking_uri: TrackingUri = None,
     checkpoint_dir: CheckpointDir = Path("checkpoints"),
     json_out: Annotated[bool, typer.Option("--json", help="Dry run as JSON.")] = False,
+    max_runs: Annotated[int | None, typer.Option(
+        min=1, help="Refuse a plan of more runs than this, counted before they are made "
+                    "(default: the plan's max_runs, else 10000).")] = None,
 ) -> None:
     """Run a benchmark plan: every row and seed one run, skipping what is already done.
 
@@ -101,7 +104,8 @@ def bench(
     overrides = {k: v for k, v in {"data_root": data_root, "device": device}.items()
                  if v is not None}
     overrides.update(cfg.parse_sets(set_ or []))
-    runs = expand(loaded, overrides, dataset, check="config" if dry_run else "full")
+    runs = expand(loaded, overrides, dataset, check="config" if dry_run else "full",
+                  max_runs=max_runs)
     runs = orchestrate.select_rows(loaded, runs, row or [])
     options = orchestrate.BenchOptions(
         uri=resolve_uri(tracking_uri), checkpoints=checkpoint_dir,

@@ -2,8 +2,9 @@
 line, SIGTERM as Ctrl-C, and the options several commands take (same name, help, default).
 
 Exit codes: 0 done; 1 work that ran but did not succeed (a failed bench run, problems found by
-``prepare``); 2 a ``SuiteError`` (bad input, a store that fails), a usage error or a filesystem
-problem; 130 Ctrl-C or SIGTERM. Anything else is a bug and keeps its traceback.
+``prepare``) or a fault of the machine (``MachineFault``: a full disk anywhere, a store that
+went away mid-run); 2 a ``SuiteError`` (bad input, a store that fails), a usage error or a
+filesystem problem; 130 Ctrl-C or SIGTERM. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,17 +19,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from suite.errors import StoreError, SuiteError
-
-# Library errors that mean "the tracking store or the study database failed". Checked only
-# when the library is already imported (an exception cannot come from a module never loaded),
-# so recognising them costs no import.
-STORE_ERRORS = (
-    ("mlflow.exceptions", "MlflowException"),
-    ("sqlalchemy.exc", "SQLAlchemyError"),
-    ("sqlite3", "Error"),
-    ("optuna.exceptions", "OptunaError"),
-)
+from suite.common import faults
+from suite.common.faults import STORE_ERRORS
+from suite.errors import DiskFull, StoreError, SuiteError
 
 
 def store_error(exc: BaseException) -> StoreError | None:
@@ -36,9 +29,17 @@ def store_error(exc: BaseException) -> StoreError | None:
     for module_name, class_name in STORE_ERRORS:
         module = sys.modules.get(module_name)
         if module is not None and isinstance(exc, getattr(module, class_name)):
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            return StoreError(f"tracking store: {first[:300]}")
+            return StoreError(f"tracking store: {faults.first_line(exc)[:300]}")
     return None
+
+
+def disk_full(exc: BaseException) -> DiskFull | None:
+    """``exc`` as a DiskFull (exit 1) when a full disk or quota is behind it, else None."""
+    if not faults.is_disk_full(exc):
+        return None
+    where = faults.written_path(exc) or ("the tracking store" if faults.is_store_error(exc)
+                                         else "a file")
+    return DiskFull(f"disk full writing {where}: free space and run the command again")
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -69,10 +70,10 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:  # the reader went away (`suite list methods | head -3`)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
-        except OSError as exc:
-            raise fail(describe_os_error(exc), 2) from None
         except Exception as exc:
-            problem = store_error(exc)
+            problem = disk_full(exc) or store_error(exc)
+            if problem is None and isinstance(exc, OSError):
+                raise fail(describe_os_error(exc), 2) from None
             if problem is None:
                 raise
             raise fail(str(problem), problem.exit_code) from None

@@ -29,8 +29,10 @@ def write_atomic(path: Path, data: str | bytes | Callable[[IO[bytes]], object]) 
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = str(path)  # a write names no file; the line printed says which
         raise
     _fsync_folder(path.parent)
 

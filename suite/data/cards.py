@@ -44,6 +44,9 @@ class DatasetCard:
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
+    # The most frames a run may take per video (videos of a fixed, short length); None: any
+    # (the synthetic generator renders the frames asked for, real loaders repeat or pad).
+    max_frames: int | None = None
 
 
 def search_path() -> list[Path]:

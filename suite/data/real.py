@@ -35,10 +35,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -60,7 +63,7 @@ from suite.data.frame_cache import (
 )
 from suite.data.safe_pickle import load_plain
 from suite.data.video import POLICIES, pad, probe, read_clip
-from suite.errors import BadVideoError, UserError
+from suite.errors import BadVideoError, DataError, UserError
 
 if TYPE_CHECKING:
     from suite.job.config import RunConfig
@@ -159,30 +162,93 @@ def _file(root: Path, card: DatasetCard, key: str) -> Path:
         raise UserError(f"card {card.name} names no file {key!r} in its [files] table")
     path = root / name
     if not path.is_file():
-        raise UserError(f"{card.name}: annotation file {path} does not exist "
+        raise DataError(f"{card.name}: annotation file {path} does not exist "
                         f"(source: {card.source})")
     return path
 
 
+def _read_text(path: Path) -> str:
+    """The text of annotation file ``path``: UTF-8 without NUL bytes, as every published file
+    is; a file in another encoding, or binary or damaged, is one DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"annotation file {path} is not UTF-8 text (byte "
+                        f"0x{data[exc.start]:02x} on line {line}): download it again, or "
+                        f"convert it to UTF-8 (iconv -t utf-8)") from None
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise DataError(f"annotation file {path} has a NUL byte on line {line}: it is damaged "
+                        f"or not a text file; download it again")
+    return text
+
+
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"annotation file {path} is not valid JSON: {exc}") from None
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"annotation file {path} is not valid JSON: {exc}; download it "
+                        f"again") from None
+    except RecursionError:
+        raise DataError(f"annotation file {path} is not valid JSON: nested too deeply; "
+                        f"download it again") from None
+
+
+# csv refuses fields over csv.field_size_limit() characters (131072 by default), a setting of
+# the whole process. A caption may be as long as its file allows, so while one file is read the
+# limit is raised to that file's length (no field can be longer) and then put back; the lock
+# keeps two threads from putting back each other's limit in the middle of a read.
+_CSV_LIMIT = threading.Lock()
+_C_LONG_MAX = 2**31 - 1  # the limit is a C long, 32 bits on some platforms
+
+
+@contextmanager
+def _csv_fields_up_to(characters: int) -> Iterator[None]:
+    """csv's field size limit at least ``characters`` inside the block, as it was after."""
+    with _CSV_LIMIT:
+        wanted = max(csv.field_size_limit(), min(characters, _C_LONG_MAX))
+        previous = csv.field_size_limit(wanted)
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` from a file as a message quotes it: at most ``limit`` characters, one line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _csv_column(path: Path, *columns: str) -> list[tuple[str, ...]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"annotation file {path} has no column {', '.join(missing)}; "
-                            f"columns: {', '.join(reader.fieldnames or [])}")
-        return [tuple(row[c].strip() for c in columns) for row in reader]
+    text = _read_text(path)
+    rows: list[tuple[str, ...]] = []
+    with _csv_fields_up_to(len(text) + 1):
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            names = reader.fieldnames or []
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise DataError(f"annotation file {path} has no column {', '.join(missing)}; "
+                                f"columns: {_shown(', '.join(names))}")
+            for row in reader:
+                values = [row[c] for c in columns]
+                if any(value is None for value in values):
+                    raise DataError(f"annotation file {path} line {reader.line_num}: fewer "
+                                    f"values than the columns of its header "
+                                    f"({_shown(', '.join(names))})")
+                rows.append(tuple(value.strip() for value in values))
+        except csv.Error as exc:
+            raise DataError(f"annotation file {path} line {reader.line_num}: not valid CSV "
+                            f"({exc})") from None
+    return rows
 
 
 def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
 
 
 def read_msrvtt(root: Path, card: DatasetCard, part: str) -> Annotations:
@@ -198,7 +264,7 @@ def read_msrvtt(root: Path, card: DatasetCard, part: str) -> Annotations:
     try:
         pairs = [(s["video_id"], s["caption"]) for s in data["sentences"]]
     except (KeyError, TypeError):
-        raise UserError(f"{root / card.files['data']} has no 'sentences' list of "
+        raise DataError(f"{root / card.files['data']} has no 'sentences' list of "
                         f"video_id/caption") from None
     return group(pairs, order)
 
@@ -211,21 +277,21 @@ def read_msvd(root: Path, card: DatasetCard, part: str) -> Annotations:
     path = _file(root, card, "captions")
     captions = load_plain(path)
     if not isinstance(captions, dict):
-        raise UserError(f"{path} must map video ids to lists of captions, "
+        raise DataError(f"{path} must map video ids to lists of captions, "
                         f"got a {type(captions).__name__}")
     pairs = []
     for video in order:
         entries = captions.get(video, [])
         if not isinstance(entries, list | tuple):
-            raise UserError(f"{path}: the captions of {video} are not a list")
+            raise DataError(f"{path}: the captions of {_shown(video)} are not a list")
         for caption in entries:
             if isinstance(caption, list | tuple) and all(isinstance(w, str) for w in caption):
                 pairs.append((video, " ".join(caption)))
             elif isinstance(caption, str):
                 pairs.append((video, caption))
             else:
-                raise UserError(f"{path}: a caption of {video} is neither text nor a list of "
-                                f"words")
+                raise DataError(f"{path}: a caption of {_shown(video)} is neither text nor a "
+                                f"list of words")
     return group(pairs, order)
 
 
@@ -233,12 +299,12 @@ def read_lsmdc(root: Path, card: DatasetCard, part: str) -> Annotations:
     """Tab-separated: clip id, four time columns, sentence (clip ids repeat in training)."""
     path = _file(root, card, part)
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         fields = line.rstrip("\n").split("\t")
         if len(fields) < 6:
-            raise UserError(f"{path} line {number}: expected 6 tab-separated columns "
+            raise DataError(f"{path} line {number}: expected 6 tab-separated columns "
                             f"(clip id, 4 times, sentence), got {len(fields)}")
         pairs.append((fields[0].strip(), "\t".join(fields[5:]).strip()))
     return group(pairs)
@@ -250,7 +316,7 @@ def read_didemo(root: Path, card: DatasetCard, part: str) -> Annotations:
     try:
         pairs = [(item["video"], item["description"]) for item in data]
     except (KeyError, TypeError):
-        raise UserError(f"{root / card.files[part]} is not a list of video/description "
+        raise DataError(f"{root / card.files[part]} is not a list of video/description "
                         f"entries") from None
     listing = card.files.get(f"{part}_list")
     order = _read_lines(root / listing) if listing and (root / listing).is_file() else None
@@ -264,13 +330,13 @@ def read_activitynet(root: Path, card: DatasetCard, part: str) -> Annotations:
     data = _load_json(_file(root, card, part))
     order = _load_json(_file(root, card, f"{part}_ids"))
     if not isinstance(data, dict) or not isinstance(order, list):
-        raise UserError(f"{card.name}: {card.files[part]} must map ids to entries and "
+        raise DataError(f"{card.name}: {card.files[part]} must map ids to entries and "
                         f"{card.files[f'{part}_ids']} must list ids")
     try:
         pairs = [(video, sentence) for video, entry in data.items()
                  for sentence in entry["sentences"]]
     except (KeyError, TypeError):
-        raise UserError(f"{root / card.files[part]} entries need a 'sentences' list") from None
+        raise DataError(f"{root / card.files[part]} entries need a 'sentences' list") from None
     ann = group(pairs, [str(v) for v in order])
     for video in ann.video_ids:
         end = activitynet_end(data[video].get("duration"))

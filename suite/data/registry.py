@@ -37,6 +37,9 @@ def load_split(card: DatasetCard, split: str, config: RunConfig) -> VideoTextSpl
         if split == "val" and options.num_val == 0:
             raise UserError("data.num_val is 0: there is no validation split to select on; "
                             "use --select-on last (or test)")
+        if split == "train" and options.num_train == 0:  # read only by runs that train
+            raise UserError("data.num_train is 0: there is nothing to train on; set it to at "
+                            "least the batch size, or --epochs 0 to evaluate only")
         return make_split(options, split)
     from suite.data.real import REAL_LOADERS, load_real_split
 

@@ -141,17 +141,25 @@ _FAR_PAIRS = [(a, b) for a in _CELLS for b in _CELLS
               if max(abs(a[0] - b[0]), abs(a[1] - b[1])) == 2]
 
 
+MAX_VIDEOS = 200_000  # training videos
+MAX_EVAL_VIDEOS = 20_000  # validation or test videos
+MAX_FRAMES = 1024
+MAX_SIZE = 1024  # pixels
+
+
 @pydantic_dataclass(frozen=True)
 class SyntheticConfig:
     """Options of the synthetic dataset; the same config always gives the same data. Every
     field's type and range is checked on construction (a ValueError naming the field)."""
 
+    # Upper bounds keep a mistyped size from generating for hours: every split is drawn up
+    # front, and evaluation holds a queries x videos similarity matrix.
     seed: Annotated[int, Field(ge=0)] = 0
-    num_train: Annotated[int, Field(ge=0)] = 2000
-    num_val: Annotated[int, Field(ge=0)] = 100  # 0: no validation split (--select-on last)
-    num_test: Annotated[int, Field(ge=1)] = 500
-    frames: Annotated[int, Field(ge=4)] = 12  # two events need two frames each
-    size: Annotated[int, Field(ge=16)] = 64  # pixels
+    num_train: Annotated[int, Field(ge=0, le=MAX_VIDEOS)] = 2000
+    num_val: Annotated[int, Field(ge=0, le=MAX_EVAL_VIDEOS)] = 100  # 0: no validation split
+    num_test: Annotated[int, Field(ge=1, le=MAX_EVAL_VIDEOS)] = 500
+    frames: Annotated[int, Field(ge=4, le=MAX_FRAMES)] = 12  # two events need two frames each
+    size: Annotated[int, Field(ge=16, le=MAX_SIZE)] = 64  # pixels
     train_captions: Annotated[int, Field(ge=1, le=MAX_TRAIN_CAPTIONS)] = 3
     # share of training videos drawn in minimal groups
     train_grouped: Annotated[float, Field(ge=0, le=1)] = 0.0

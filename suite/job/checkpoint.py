@@ -7,9 +7,11 @@ the timings. The file is replaced atomically (suite.common.files), so a crash wh
 leaves the previous epoch's checkpoint. A run that finishes deletes its checkpoint (its
 trained weights are an MLflow artifact).
 
-Nothing in a checkpoint runs code: it holds tensors and plain values only, is read with
-``torch.load(weights_only=True)``, and carries a SHA-256 of its contents, checked before it is
-read, so a damaged file is refused instead of resuming into garbage.
+Nothing in a checkpoint runs code: it holds tensors and plain values only, is read as data
+only (``suite.common.tensors.load_tensors``), and carries a SHA-256 of its contents, checked
+before it is read, so a damaged file is refused instead of resuming into garbage. Before a resume
+loads anything, :func:`check_fits` compares its tensors with the model the run built, so a
+checkpoint of another model is refused in one line before the MLflow run reopens.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import io
 import random
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from suite.common.files import write_atomic
+from suite.common.tensors import load_tensors
 from suite.errors import UserError
 
 DEFAULT_DIR = Path("checkpoints")
@@ -57,11 +61,7 @@ def read(path: Path) -> dict[str, Any]:
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise UserError(f"checkpoint {path} is damaged (its checksum does not match); "
                         f"start the run again")
-    try:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to a user
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"checkpoint {path} is unreadable: {first}") from None
+    state = load_tensors(payload, f"checkpoint {path} is unreadable")
     missing = [key for key in KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; start the run again")
@@ -74,7 +74,141 @@ def load(folder: Path, run_id: str) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"no checkpoint for run {run_id} in {folder}/ (runs keep one from their "
                         f"first finished epoch until they finish); see --checkpoint-dir")
-    return read(path)
+    state = read(path)
+    check_progress(state, run_id, path)
+    return state
+
+
+def check_progress(state: dict[str, Any], run_id: str, path: Path) -> None:
+    """Refuse a checkpoint of another run, or one whose plain values are not of their kind
+    (the run's id, its epochs and steps done, its timings), in one line: resuming it would
+    log into another run or fail deep inside training."""
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    if state["run_id"] != run_id:
+        raise UserError(f"checkpoint {path} belongs to run {state['run_id']!r}, not {run_id}; "
+                        f"start the run again")
+    problems = [name for name, fine in (
+        ("epoch", isinstance(state["epoch"], int) and not isinstance(state["epoch"], bool)
+         and state["epoch"] >= 1),
+        ("step", isinstance(state["step"], int) and not isinstance(state["step"], bool)
+         and state["step"] >= 0),
+        ("config", isinstance(state["config"], dict)),
+        ("step_seconds", isinstance(state["step_seconds"], list)
+         and all(number(s) for s in state["step_seconds"])),
+        ("training_seconds", number(state["training_seconds"])),
+        ("rng", isinstance(state["rng"], dict)),
+        ("kept", state["kept"] is None or isinstance(state["kept"], dict)),
+        ("optimizer", isinstance(state["optimizer"], dict)),
+        ("scheduler", isinstance(state["scheduler"], dict)),
+        ("scaler", isinstance(state["scaler"], dict))) if not fine]
+    if problems:
+        raise UserError(f"checkpoint {path} holds no valid {problems[0]} (a value of another "
+                        f"kind); start the run again")
+
+
+def check_fits(state: dict[str, Any], trainable: Mapping[str, torch.Tensor],
+               optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Refuse a checkpoint whose model, kept (best) weights or optimizer state do not fit the
+    run's model, in one line naming the first tensor that differs, before anything is loaded.
+
+    ``trainable`` is the model's trainable parameters by name (what ``trainable_state`` saves),
+    ``optimizer`` one built over them as the run builds it. Loading does not check: a copy
+    casts another dtype and broadcasts some shapes silently, and fails on others with a long
+    traceback after the run was reopened.
+    """
+    problem, where = first_difference(state["model"], trainable), "model"
+    kept = state.get("kept")
+    if problem is None and kept is not None:
+        weights = kept.get("weights") if isinstance(kept, dict) else kept
+        problem, where = first_difference(weights, trainable), "kept (best) weights"
+    if problem is None:
+        problem, where = non_finite(state["model"], (kept or {}).get("weights")), "weights"
+    if problem is None and optimizer is not None:
+        names = {id(p): name for name, p in trainable.items()}
+        problem, where = optimizer_difference(state["optimizer"], optimizer, names), "optimizer"
+    if problem is not None:
+        raise UserError(f"the checkpoint of run {state['run_id']} does not fit the model this "
+                        f"run builds ({where}: {problem}): it was written by other code or "
+                        f"settings; start the run anew instead of resuming it")
+
+
+def first_difference(saved: Any, expected: Mapping[str, torch.Tensor]) -> str | None:
+    """The first way ``saved`` (name -> tensor, read from a file) differs from ``expected``: a
+    name missing or extra, or a tensor of another shape or dtype; None when they match."""
+    if not isinstance(saved, dict):
+        return f"a {type(saved).__name__} where named tensors belong"
+    for name, want in expected.items():
+        got = saved.get(name)
+        if not isinstance(got, torch.Tensor):
+            return f"no tensor {name!r}" if got is None else f"{name!r} is not a tensor"
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return f"tensor {name!r} is {describe(got)}, the model's is {describe(want)}"
+    extra = [name for name in saved if name not in expected]
+    return f"tensor {extra[0]!r}, which the model does not train" if extra else None
+
+
+def non_finite(*tensor_sets: Any) -> str | None:
+    """The first floating tensor holding NaN or infinity in ``tensor_sets`` (name -> tensor
+    maps, or None); a run resumed from it could only diverge. None when all are finite."""
+    for tensors in tensor_sets:
+        for name, value in (tensors or {}).items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                return f"tensor {name!r} holds NaN or infinite values"
+    return None
+
+
+def optimizer_difference(saved: Any, optimizer: torch.optim.Optimizer,
+                         names: Mapping[int, str]) -> str | None:
+    """The first way a saved optimizer ``state_dict`` differs from ``optimizer``'s: its
+    parameter groups and their sizes, and the shape of every per-parameter tensor (Adam's
+    moments); ``names`` maps ``id(parameter)`` to its name for the message."""
+    groups, state = (saved.get("param_groups"), saved.get("state")) if isinstance(
+        saved, dict) else (None, None)
+    if not isinstance(groups, list) or not isinstance(state, dict):
+        return "not an optimizer's state"
+    if len(groups) != len(optimizer.param_groups):
+        return (f"{len(groups)} parameter groups, the run's optimizer has "
+                f"{len(optimizer.param_groups)}")
+    pairs = []
+    for number, (got, want) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+        ids = got.get("params") if isinstance(got, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(want["params"]):
+            count = len(ids) if isinstance(ids, list) else 0
+            return (f"parameter group {number} holds {count} parameters, the run's "
+                    f"{len(want['params'])}")
+        pairs += zip(ids, want["params"], strict=True)
+    expected = state_kinds(optimizer)
+    for index, param in pairs:
+        entry = state.get(index, {})
+        kinds = ({key: isinstance(value, torch.Tensor) for key, value in entry.items()}
+                 if isinstance(entry, dict) else None)
+        if kinds is None or (entry and kinds != expected):
+            return (f"the state of {names.get(id(param), f'parameter {index}')!r} holds "
+                    f"{sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, "
+                    f"the run's optimizer keeps {sorted(expected)} (tensors where it has them)")
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != param.shape:
+                return (f"{key} of {names.get(id(param), f'parameter {index}')!r} is "
+                        f"{describe(value)}, the parameter is {describe(param)}")
+    return None
+
+
+def state_kinds(optimizer: torch.optim.Optimizer) -> dict[str, bool]:
+    """What ``optimizer``'s kind keeps per parameter (Adam: a step and two moments), each
+    name with whether it is a tensor; found by one step of a copy of it on a parameter of
+    one element."""
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.zeros(1)
+    copy = type(optimizer)([{**optimizer.defaults, "params": [probe]}])
+    copy.step()
+    return {key: isinstance(value, torch.Tensor) for key, value in copy.state[probe].items()}
+
+
+def describe(tensor: torch.Tensor) -> str:
+    """``float32 [4, 512]``."""
+    return f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
 
 
 def remove(folder: Path, run_id: str) -> None:

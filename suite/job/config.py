@@ -33,7 +33,7 @@ _PREFIXES = {field: prefix for prefix, field in SECTIONS.items()}
 #: the same computation. Plan digests (suite.orchestrate.plans) and report groups
 #: (reports.runs) leave them out.
 NOT_COMPUTING = ("experiment", "device", "data_root", "train.num_workers",
-                 "train.eval_batch_size", "trust_torchscript")
+                 "train.eval_batch_size", "trust_torchscript", "train.memory_check")
 
 
 class _Strict(BaseModel):
@@ -72,6 +72,9 @@ class TrainConfig(_Strict):
     # Also evaluate the selection split every N steps (and after the first step, as the
     # official TempMe does); 0: after every epoch only.
     eval_steps: int = Field(0, ge=0)
+    # Refuse, before anything runs, a run whose estimated peak memory exceeds what the
+    # machine has available (suite.job.resources); false: run anyway.
+    memory_check: bool = True
 
 
 class RunConfig(_Strict):

@@ -216,6 +216,7 @@ class Trainer:
         selection = Selection(t.select_metric, t.select_ties)
         first_epoch = step = 0
         if resume is not None:
+            checkpoint.check_fits(resume, trainable_parameters(self.model), optimizer)
             self.model.load_trainable_state(resume["model"])
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
@@ -300,6 +301,12 @@ def check(config: RunConfig) -> Any:
         from suite.job.presets import get as get_preset
 
         get_preset(config.preset)
+    # Frames the card's videos give, and the estimated peak memory against what is free now.
+    from suite.job.resources import check_frames, check_memory
+
+    check_frames(config, load_card(config.dataset))
+    check_memory(config, knobs, load_card(config.dataset), resolve_device(config.device),
+                 distributed.from_environment().world)
     # Last: every video file the run reads is found and probed before anything trains or logs.
     from suite.data.real import check_files
 
@@ -339,6 +346,8 @@ def prepare(config: RunConfig, knobs: Any, card: DatasetCard, device: torch.devi
     if config.select_on == "val":
         names.append("val")
     splits = {name: load_split(card, name, config) for name in names}
+    if "train" in splits:
+        check_batches(splits["train"], card, config, processes)
     seed_everything(config.train.seed)  # random weights (--pretrained none) from the seed
     if not processes.main:
         distributed.barrier(processes)  # rank 0 fills the backbone cache first
@@ -353,15 +362,32 @@ def prepare(config: RunConfig, knobs: Any, card: DatasetCard, device: torch.devi
     return Job(config, knobs, card, device, processes, backbone, model, trainer, splits)
 
 
+def check_batches(split: Any, card: DatasetCard, config: RunConfig,
+                  processes: distributed.Processes) -> None:
+    """A training split with fewer samples than one batch (``Trainer.fit`` drops the last
+    incomplete batch) is refused here, before an MLflow run is opened: the trainer would find
+    it only inside the run, and leave the run FAILED."""
+    from suite.data.loading import TrainingBatches
+
+    t = config.train
+    batches = TrainingBatches(split, card.train_sampling, t.batch_size, t.seed, processes.rank,
+                              processes.world)
+    if len(batches) == 0:
+        raise UserError(f"batch size {t.batch_size} exceeds the {batches.samples()} training "
+                        f"samples; use a smaller --batch-size or more training data")
+
+
 def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
         tags: dict[str, str] | None = None, checkpoints: Path | None = checkpoint.DEFAULT_DIR,
         resume: dict[str, Any] | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        on_open: Callable[[str], None] | None = None) -> RunResult:
     """Execute one fully resolved run and log it to MLflow; ``tags`` are added to the run's.
 
     Every epoch is checkpointed under ``checkpoints`` (None: not at all); ``resume``, a loaded
     checkpoint (see ``resume_run``), continues its MLflow run after the checkpoint's epoch.
-    ``on_epoch(epoch, selection metrics)`` is called after each epoch (``Trainer.on_epoch``).
+    ``on_epoch(epoch, selection metrics)`` is called after each epoch (``Trainer.on_epoch``);
+    ``on_open(run id)`` as soon as the MLflow run is open (a sweep records it on its trial).
     """
     knobs = check(config)
     cpu.configure_process()  # before torch's thread pool starts (denormals, allocator)
@@ -377,19 +403,46 @@ def run(config: RunConfig, uri: str | None = None, show_progress: bool = True,
     distributed.start(processes, device, config.train.batch_size)
     try:
         job = prepare(config, knobs, card, device, show_progress, processes)
+        if resume is not None:  # a checkpoint of another model stops before the run reopens
+            check_resume(job, resume)
+            if processes.main:
+                console.print(f"resuming run {resume['run_id']} after epoch {resume['epoch']}")
         job.trainer.on_epoch = on_epoch
         with cpu.kernels(device, model=job.model):  # the fastest fp32 GEMMs (suite.cost.cpu)
             if not processes.main:  # trains and evaluates its share; rank 0 logs, checkpoints
                 return _train_and_test(job, "", None, resume)
-            return _tracked_run(job, uri, tags, checkpoints, resume)
+            return _tracked_run(job, uri, tags, checkpoints, resume, on_open)
     finally:
         distributed.stop()
 
 
+def trainable_parameters(model: Any) -> dict[str, torch.Tensor]:
+    """The parameters ``trainable_state`` saves, by name (not copied: only their shapes and
+    dtypes are read)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def check_resume(job: Job, resume: dict[str, Any]) -> None:
+    """Refuse a checkpoint that does not fit the job's model (suite.job.checkpoint.check_fits),
+    its optimizer state checked against an optimizer built as ``Trainer.fit`` builds it."""
+    optimizer, scheduler = make_optimizer(job.model, job.config, 1)
+    checkpoint.check_fits(resume, trainable_parameters(job.model), optimizer)
+    scaler = grad_scaler(job.device, job.config.train.precision)
+    for name, part in (("scheduler", scheduler), ("grad scaler", scaler)):
+        try:  # loaded into throwaway copies: a state of another kind fails here, not mid-run
+            part.load_state_dict(dict(resume[name if name == "scheduler" else "scaler"]))
+        except Exception as exc:  # noqa: BLE001 - any failure means the same to a user
+            raise UserError(f"the checkpoint of run {resume['run_id']} holds no valid {name} "
+                            f"state ({type(exc).__name__}); start the run anew") from None
+
+
 def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
-                 checkpoints: Path | None, resume: dict[str, Any] | None) -> RunResult:
+                 checkpoints: Path | None, resume: dict[str, Any] | None,
+                 on_open: Callable[[str], None] | None = None) -> RunResult:
     """The main process's run: an MLflow run around training and testing, then its
-    checkpoint removed."""
+    checkpoint removed. Runs of the experiment left RUNNING by an owner that is gone are ended
+    first (suite.job.ownership.end_orphans); a fault of the machine (a full disk, the store
+    failing mid-run) ends in one line (``tracking.machine_fault``)."""
     config, device = job.config, job.device
     run_tags = {"method": config.method, "dataset": config.dataset,
                 "backbone": config.backbone, "pretrained": config.pretrained or "none",
@@ -409,11 +462,15 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
         store = tracking.client(tracking.tracking_uri(uri))
         experiment_id = tracking.open_experiment(tracking.tracking_uri(uri), config.experiment)
         claims.check_new(store, experiment_id, digest)
+    ownership.end_orphans(tracking.tracking_uri(uri), config.experiment,
+                          keep=None if resume is None else resume["run_id"])
     run_id = None
     try:
         with tracking.mlflow_run(tracking.tracking_uri(uri), config.experiment, name, run_tags,
                                  run_id=None if resume is None else resume["run_id"]) as active:
             run_id = active.info.run_id
+            if on_open is not None:
+                on_open(run_id)
             if resume is None:
                 tracking.log_params(config.flat())
             try:
@@ -433,6 +490,13 @@ def _tracked_run(job: Job, uri: str | None, tags: dict[str, str] | None,
         if digest is not None and run_id is not None:
             store.delete_run(run_id)
         raise
+    except Exception as exc:
+        resumable = bool(checkpoints and run_id
+                         and checkpoint.checkpoint_path(checkpoints, run_id).is_file())
+        fault = tracking.machine_fault(exc, tracking.tracking_uri(uri), run_id, resumable)
+        if fault is None:
+            raise
+        raise fault from None
     if checkpoints is not None:
         checkpoint.remove(checkpoints, run_id)
     return result
@@ -522,12 +586,14 @@ def resume_run(run_id: str, uri: str | None = None, show_progress: bool = True,
         raise UserError(f"run {run_id} has already finished; nothing to resume")
     with ownership.claim(checkpoints, run_id, tracking.tracking_uri(uri)):
         state = checkpoint.load(checkpoints, run_id)
+        config = from_dict(state["config"])  # a broken config is refused before the takeover
+        if state["epoch"] > config.train.epochs:
+            raise UserError(f"the checkpoint of run {run_id} is after epoch {state['epoch']} "
+                            f"of a run of {config.train.epochs} epochs; start the run again")
         ownership.take_over(tracking.tracking_uri(uri), run_id)
         if distributed.from_environment().main:  # one resumer across machines (suite.job.claims)
             claims.claim_resume(tracking.client(tracking.tracking_uri(uri)), run_id)
-        console.print(f"resuming run {run_id} after epoch {state['epoch']}")
-        return run(from_dict(state["config"]), uri, show_progress, checkpoints=checkpoints,
-                   resume=state)
+        return run(config, uri, show_progress, checkpoints=checkpoints, resume=state)
 
 
 def training_figures(step_seconds: list[float], peak_mib: float, total: float
@@ -540,17 +606,24 @@ def training_figures(step_seconds: list[float], peak_mib: float, total: float
 
 def log_outputs(config: RunConfig, trained: dict[str, torch.Tensor],
                 metrics: dict[str, float], best_epoch: int | None) -> None:
-    """Artifacts: the resolved config (replayable), the metrics, the trained weights."""
+    """Artifacts: the resolved config (replayable), the metrics, the trained weights. Written
+    through Python files, so that a full disk is an OSError naming the file (torch.save to a
+    path says only ``unexpected pos``)."""
+    from suite.common.faults import writing
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config.save(folder / "config.json")
-        (folder / "metrics.json").write_text(json.dumps(
-            {"test": metrics, "best_epoch": best_epoch}, indent=2, sort_keys=True) + "\n")
+        with writing(folder / "metrics.json"):
+            (folder / "metrics.json").write_text(json.dumps(
+                {"test": metrics, "best_epoch": best_epoch}, indent=2, sort_keys=True) + "\n")
         for name in ("config.json", "metrics.json"):
             tracking.log_artifact(folder / name)
         if trained:
-            torch.save(trained, folder / "trained_weights.pt")
-            tracking.log_artifact(folder / "trained_weights.pt")
+            weights = folder / "trained_weights.pt"
+            with writing(weights), weights.open("wb") as file:
+                torch.save(trained, file)
+            tracking.log_artifact(weights)
 
 
 def environment_tags() -> dict[str, str]:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from suite.common.faults import writing
 from suite.common.progress import progress_bar
 from suite.cost.device import autocast
 from suite.data.base import VideoTextSplit
@@ -123,5 +124,6 @@ def log_query_ranks(split: VideoTextSplit, sims: torch.Tensor, positives: torch.
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / RANKS_ARTIFACT
-        save_query_ranks(path, split, sims, positives)
+        with writing(path):  # a full disk names the file
+            save_query_ranks(path, split, sims, positives)
         tracking.log_artifact(path)

@@ -131,10 +131,12 @@ def visualise(config: Any, weights: Path | None, video: int, split: str, out: Pa
               show_progress: bool = True) -> MergeMap:
     """Build ``config``'s model (with a run's trained weights when given), run one video of
     ``split`` and draw its merge map to ``out``."""
+    from suite.common.tensors import load_tensors
     from suite.data.cards import load_card
     from suite.data.loading import ImageSpec, to_pixels
     from suite.data.registry import load_split
-    from suite.job.engine import build_model, seed_everything
+    from suite.job import checkpoint
+    from suite.job.engine import build_model, seed_everything, trainable_parameters
     from suite.models.backbone import load_backbone
 
     card = load_card(config.dataset)
@@ -143,7 +145,12 @@ def visualise(config: Any, weights: Path | None, video: int, split: str, out: Pa
     seed_everything(config.train.seed)
     model = build_model(config, backbone)
     if weights is not None:
-        model.load_trainable_state(torch.load(weights, map_location="cpu"))
+        state = load_tensors(weights, f"the run's {weights.name} is unreadable")
+        problem = checkpoint.first_difference(state, trainable_parameters(model))
+        if problem is not None:
+            raise UserError(f"the run's {weights.name} does not fit the model its config "
+                            f"builds ({problem})")
+        model.load_trainable_state(state)
     model.eval()
     data = load_split(card, split, config)
     if not 0 <= video < len(data):

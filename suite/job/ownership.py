@@ -13,7 +13,11 @@ that a RUNNING run's owner is gone (the run is abandoned).
   table to look at), no heartbeat for ``STALE_SECONDS``.
 
 A RUNNING run whose owner is gone is taken over by ``suite run --resume`` (tag
-``taken_over_from``) or marked by ``suite abandoned`` (status FAILED, tag ``abandoned=true``).
+``taken_over_from``) or marked by ``suite abandoned`` (status FAILED, tag ``abandoned=true``);
+every run, bench or sweep ends such runs of its experiment (status FAILED, tag
+``abandoned=true``) before it opens its own (``end_orphans``), so a run whose end could not be
+written (a full disk, a store gone) is ended by the next command, which says so. A run being
+resumed carries its resumer (``resumed_by``) until its heartbeat names it: not another's to end.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from suite.errors import UserError
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0  # ten missed heartbeats
 LOCK_NAME = "owner.lock"
+RESUMER_TAG = "resumed_by"  # Owner.token() of the process resuming a run (take_over)
 
 _held: dict[Path, Any] = {}  # lock file -> FileLock this process holds (claims nest)
 
@@ -85,6 +90,19 @@ class Owner:
                 "owner_host": self.host, "owner_started": at(self.started),
                 "heartbeat": at(self.heartbeat)}
 
+    def token(self) -> str:
+        """``pid@host@started@heartbeat``: the owner in one tag (``RESUMER_TAG``)."""
+        return f"{self.pid}@{self.host}@{self.started:.3f}@{self.heartbeat:.3f}"
+
+    @classmethod
+    def from_token(cls, text: str) -> Owner | None:
+        """The owner a ``token`` names; None for an empty or garbled one."""
+        try:
+            pid, host, started, heartbeat = text.rsplit("@", 3)
+            return cls(int(pid), host, float(started), float(heartbeat))
+        except ValueError:
+            return None
+
     def gone(self, now: float | None = None) -> bool:
         """True when the owner is known to be gone (see the module docstring)."""
         if self.host == socket.gethostname():
@@ -97,11 +115,15 @@ class Owner:
 
 
 def process_alive(pid: int, started: float) -> bool:
-    """Whether process ``pid`` exists and is the one that started at ``started``."""
+    """Whether process ``pid`` exists and is the one that started at ``started``. A zombie (a
+    process killed outright that its parent has not reaped yet, e.g. a sweep worker whose
+    parent waits on another worker first) is gone: it runs nothing any more."""
     import psutil
 
     try:
-        return abs(psutil.Process(pid).create_time() - started) < 1.0
+        process = psutil.Process(pid)
+        return (abs(process.create_time() - started) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:  # it exists, under another user
@@ -229,6 +251,8 @@ def take_over(uri: str, run_id: str) -> None:
         who = owner.describe() if owner else "a process that left no owner record"
         console.print(f"run {run_id} was left RUNNING by {who}, which is gone: taking it over")
         client.set_tag(run_id, "taken_over_from", owner.tags()["owner"] if owner else "unknown")
+    # Until its heartbeat names this process, the run is not another command's to end.
+    client.set_tag(run_id, RESUMER_TAG, Owner.of_this_process().token())
     if "abandoned" in run.data.tags:
         client.delete_tag(run_id, "abandoned")
 
@@ -293,3 +317,72 @@ def end_abandoned(uri: str, experiment: str, dry_run: bool = False) -> list[dict
         found.append({"run_id": run.run_id, "name": run.name, "owner": owner, "state": state,
                       "line": f"run {run.run_id} ({run.name}): {text}"})
     return found
+
+
+def abandoned_owner(tags: dict[str, str]) -> Owner | None:
+    """The gone owner of a RUNNING run with ``tags``; None when the run has no owner record,
+    its owner lives, or a live process resumes it (``RESUMER_TAG``, set by ``take_over``)."""
+    owner = Owner.from_tags(tags)
+    if owner is None or not owner.gone():
+        return None
+    resumer = Owner.from_token(tags.get(RESUMER_TAG, ""))
+    if resumer is not None and not resumer.gone():
+        return None
+    return owner
+
+
+def end_orphans(uri: str, experiment: str, keep: str | None = None) -> list[str]:
+    """End the RUNNING runs of ``experiment`` whose owner is gone (killed, or unable to write
+    the run's end: a full disk, a store gone), FAILED with ``abandoned=true`` as ``suite
+    abandoned`` does, each said in one line; ``keep`` (a run this process resumes, judged by
+    ``take_over``) is left alone. Returns the ids of the runs ended."""
+    from mlflow.tracking import MlflowClient
+
+    from suite.common.progress import console
+    from suite.job import tracking
+
+    tracking._quiet()
+    with tracking.first_use(uri):
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    ended = []
+    for run in client.search_runs([found.experiment_id], "attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        run_id = run.info.run_id
+        owner = abandoned_owner(run.data.tags)
+        if owner is None or run_id == keep:
+            continue
+        mark_abandoned(uri, run_id)
+        ended.append(run_id)
+        console.print(f"run {run_id} ({run.info.run_name or 'unnamed'}) was left RUNNING by "
+                      f"{owner.describe()}, which is gone: ended FAILED, abandoned (`suite run "
+                      f"--resume {run_id}` continues it if it kept a checkpoint)",
+                      markup=False, highlight=False, soft_wrap=True)
+    return ended
+
+
+def end_left_running(uri: str, run_id: str, status: str, tags: dict[str, str]) -> bool:
+    """End run ``run_id`` with ``status`` and ``tags`` if it is still RUNNING (its owner being
+    known to be gone: a sweep's killed worker); False when it had ended, or is not in the store
+    at ``uri``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from suite.job import tracking
+
+    tracking._quiet()
+    with tracking.first_use(uri):
+        client = MlflowClient(uri)
+        try:
+            if client.get_run(run_id).info.status != "RUNNING":
+                return False
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status=status)
+    return True

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from suite.common.faults import writing
+
 
 def log_skipped_videos(split: Any) -> int:
     """Log ``data/<split>_skipped_videos`` (0 for splits that skip nothing, e.g. synthetic) and,
@@ -19,6 +21,7 @@ def log_skipped_videos(split: Any) -> int:
     if count and reasons:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"skipped_{split.name}.tsv"
-            path.write_text("".join(f"{video}\t{why}\n" for video, why in reasons.items()))
+            with writing(path):  # a full disk names the file
+                path.write_text("".join(f"{video}\t{why}\n" for video, why in reasons.items()))
             tracking.log_artifact(path, "data")
     return count

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from suite.common.locks import held, sqlite_lock_path
-from suite.errors import UserError
+from suite.errors import DiskFull, MachineFault, SuiteError, UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3 sorts experiments into GenAI apps and model training by this tag; the suite trains.
@@ -46,6 +46,9 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs each failed database write with its traceback, then raises it: the error
+    # reaches the CLI, which prints it once, in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 class EndRun(Exception):
@@ -62,7 +65,12 @@ class EndRun(Exception):
 def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
                run_id: str | None = None) -> Iterator[Any]:
     """Start an MLflow run (or reopen ``run_id``, to resume it); it ends FINISHED, FAILED on an
-    exception, KILLED on Ctrl-C, as an ``EndRun`` says when one is raised."""
+    exception, KILLED on Ctrl-C, as an ``EndRun`` says when one is raised.
+
+    When the run cannot be ended on an exception (the store failed too: a full disk, a store
+    gone), the exception raised is still the first one, marked (``left_running``): the run
+    stays RUNNING, and the next command that opens the store ends it, its owner being gone
+    (suite.job.ownership)."""
     import mlflow
 
     _quiet()
@@ -75,17 +83,79 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: dict[str, str],
     try:
         yield run
     except EndRun as stop:
-        mlflow.set_tags(stop.tags)
-        mlflow.end_run(status=stop.status)
+        _end_or_mark(stop, run.info.run_id, stop.status, stop.tags)
         raise
-    except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
+    except KeyboardInterrupt as stop:
+        _end_or_mark(stop, run.info.run_id, "KILLED")
         raise
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as error:
+        _end_or_mark(error, run.info.run_id, "FAILED")
         raise
     else:
-        mlflow.end_run(status="FINISHED")
+        try:
+            mlflow.end_run(status="FINISHED")
+        except Exception as failure:  # the store failed at the last write: the run stays
+            setattr(failure, LEFT_RUNNING, run.info.run_id)
+            raise
+
+
+LEFT_RUNNING = "suite_left_running"  # attribute of an exception whose run could not be ended
+
+
+def _end_or_mark(error: BaseException, run_id: str, status: str,
+                 tags: dict[str, str] | None = None) -> None:
+    """End the active run with ``status`` (and ``tags``) while ``error`` propagates; when the
+    store fails meanwhile, leave the run RUNNING and mark ``error`` (``left_running``) with a
+    note, so that the first error is the one reported, once."""
+    import mlflow
+
+    try:
+        if tags:
+            mlflow.set_tags(tags)
+    except Exception:  # noqa: BLE001 - the store failed as well; its end matters more
+        pass
+    try:  # MLflow forgets the active run before it writes its end: no run stays active here
+        mlflow.end_run(status=status)
+    except Exception as failure:  # noqa: BLE001 - the store failed as well: the run stays
+        from suite.common.faults import cause
+
+        setattr(error, LEFT_RUNNING, run_id)
+        error.add_note(f"MLflow run {run_id} could not be ended {status} ({cause(failure)}); "
+                       f"it stays RUNNING until a command that opens the store ends it")
+
+
+def left_running(error: BaseException) -> str | None:
+    """The id of the run ``error`` left RUNNING (its end could not be written), else None."""
+    return getattr(error, LEFT_RUNNING, None)
+
+
+def machine_fault(error: BaseException, uri: str, run_id: str | None, resumable: bool
+                  ) -> MachineFault | None:
+    """``error`` as the one line (exit 1) a run ends in when the machine failed under it: a
+    full disk anywhere, or the store failing once the run is open (``run_id``); None for
+    anything else. The line names what failed and what to do next: ``suite run --resume``
+    when the run keeps a checkpoint (``resumable``), else run it again; and says so when the
+    run could not be ended (``left_running``)."""
+    from suite.common import faults
+
+    if isinstance(error, SuiteError | EndRun):  # raised on purpose (a pruned trial is also
+        return None  # an Optuna error): its message says it already
+    store = faults.is_store_error(error)
+    then = f"`suite run --resume {run_id}`" if run_id and resumable else "run it again"
+    if left_running(error):
+        then += " (its end could not be written: the next command that opens the store ends it)"
+    if faults.is_disk_full(error):
+        where = faults.written_path(error) or (store_file(uri) if store else "a file")
+        return DiskFull(f"disk full writing {where}: free space and {then}")
+    if store and run_id is not None:
+        return MachineFault(f"tracking store {uri} failed mid-run ({faults.cause(error)}): "
+                            f"check it and {then}")
+    return None
+
+
+def store_file(uri: str) -> str:
+    """The database file of a SQLite store; any other store as its URI."""
+    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
 
 
 def run_status(uri: str, run_id: str) -> str | None:
@@ -183,7 +253,13 @@ def log_artifact(path: Path, folder: str | None = None) -> None:
         return
     import mlflow
 
-    mlflow.log_artifact(str(path), artifact_path=folder)
+    from suite.common.faults import writing
+
+    active = mlflow.active_run()  # where the copy goes, named if the disk fills up
+    root = active.info.artifact_uri.removeprefix("file://") if active else ""
+    target = "/".join(p for p in (root, folder, path.name) if p)
+    with writing(target):
+        mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 def set_tags(tags: dict[str, Any]) -> None:

@@ -165,6 +165,8 @@ def read_checkpoint(path: Path, trust_torchscript: bool = False) -> tuple[dict[s
     """
     import torch
 
+    from suite.common.tensors import load_tensors
+
     if _is_torchscript(path) and not trust_torchscript:
         raise UserError(f"checkpoint {path} is a TorchScript archive: loading it runs the code "
                         f"inside it; pass --trust-torchscript if you trust where it came from "
@@ -178,7 +180,7 @@ def read_checkpoint(path: Path, trust_torchscript: bool = False) -> tuple[dict[s
 
             state, openai = dict(load_file(str(path))), False
         else:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            raw = load_tensors(path, f"cannot read checkpoint {path}")
             state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
             if not isinstance(state, dict):
                 raise UserError(f"checkpoint {path} holds a {type(state).__name__}, "

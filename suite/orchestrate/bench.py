@@ -8,7 +8,9 @@ every run is looked up by its digest (suite.orchestrate.state):
 - a FINISHED run: done, skipped;
 - a RUNNING run whose owner lives (suite.job.ownership): trained elsewhere now, skipped;
 - a run that stopped (Ctrl-C, SIGTERM, an error, a killed process) and left a checkpoint:
-  resumed from it (``suite run --resume``; an abandoned RUNNING one is taken over);
+  resumed from it (``suite run --resume``); a RUNNING run whose owner is gone is first ended
+  (FAILED, ``abandoned=true``: suite.job.ownership.end_orphans), as every run of the plans'
+  experiments so left, each said in one line;
 - otherwise (nothing yet, or stopped before its first checkpoint): started anew.
 
 A run that fails is tried once more in the same invocation (resumed from its checkpoint when
@@ -44,10 +46,13 @@ from suite.orchestrate.state import (
 def bench(plan: Plan, runs: list[PlannedRun], options: BenchOptions) -> list[Outcome]:
     """Bring every run of ``runs`` to FINISHED (see the module docstring)."""
     from suite.common import preflight
+    from suite.job import ownership
 
     preflight.tracking_store(options.uri)
     preflight.writable_folder(options.checkpoints, "the checkpoint folder")
     preflight.writable_folder(options.workdir, "the bench folder")
+    for experiment in sorted({r.config.experiment for r in runs}):
+        ownership.end_orphans(options.uri, experiment)  # left RUNNING by a gone owner
     actions = plan_actions(runs, options)
     outcomes: list[Outcome] = []
     todo: list[tuple[PlannedRun, Action]] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ REFERENCE_FIELDS = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR"
                     "rsum": "R-Sum", "gflops": "GFLOPs (MACs)"}
 #: What a plan may not set per row: the plan owns the seed and the experiment.
 PLAN_OWNED = ("train.seed", "experiment")
+#: The most runs a plan expands into unless it says otherwise (``max_runs = N`` in the plan,
+#: ``suite bench --max-runs N``): every run is a resolved config held in memory and a line of
+#: the dry run, so a grid written by mistake (10 axes of 10 values) is refused at once instead
+#: of expanding for minutes. The paper's tables and ablations are a few hundred runs at most.
+DEFAULT_MAX_RUNS = 10_000
+#: The largest plan file read: plans are a few KB of TOML; this is far beyond any real one.
+MAX_PLAN_BYTES = 1 << 20
 
 
 def plans_dir() -> Path:
@@ -158,6 +166,8 @@ class Plan(_Strict):
     defaults: Settings = Field(default_factory=Settings)
     rows: list[Row] = Field(min_length=1)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)  # sbatch options of its jobs
+    # The most runs it may expand into (default DEFAULT_MAX_RUNS; suite bench --max-runs wins).
+    max_runs: int | None = Field(None, ge=1)
     path: str = ""  # where it was read from (set by load_plan)
 
     @field_validator("seeds")
@@ -191,11 +201,7 @@ def find_plan(name_or_path: str) -> Path:
 def load_plan(name_or_path: str) -> Plan:
     """Read and check a plan; every mistake is a one-line UserError naming the file."""
     path = find_plan(name_or_path)
-    try:
-        with path.open("rb") as file:
-            raw = tomllib.load(file)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"plan {path}: not valid TOML: {exc}") from None
+    raw = _read_toml(path)
     raw.setdefault("name", path.stem)
     try:
         plan = Plan.model_validate({**raw, "path": str(path)})
@@ -203,6 +209,29 @@ def load_plan(name_or_path: str) -> Plan:
         raise UserError(f"plan {path}: {_problem(exc)}") from None
     check_plan(plan)
     return plan
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table of plan file ``path``: at most MAX_PLAN_BYTES of UTF-8 text (as TOML
+    requires); anything else is one UserError naming the file and where it goes wrong."""
+    with path.open("rb") as file:
+        data = file.read(MAX_PLAN_BYTES + 1)
+    if len(data) > MAX_PLAN_BYTES:
+        raise UserError(f"plan {path} is larger than {MAX_PLAN_BYTES >> 20} MiB: not a plan "
+                        f"file (plans are a few KB of TOML); check the path")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"plan {path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line "
+                        f"{line}); TOML files are UTF-8: save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"plan {path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise UserError(f"plan {path}: not valid TOML: arrays or tables nested too "
+                        f"deeply") from None
 
 
 def _problem(exc: ValidationError) -> str:
@@ -268,6 +297,33 @@ class PlannedRun:
         return {"plan": self.plan, "plan_row": self.row, "config_digest": self.digest}
 
 
+def row_points(row: Row) -> int:
+    """How many grid points ``row`` has (1 without axes), counted without making them."""
+    return math.prod(len(values) for values in row.grid.values())
+
+
+def count_runs(plan: Plan) -> int:
+    """How many runs :func:`expand` makes of ``plan``: every grid point of every row, once per
+    seed; counted from the sizes alone, so it costs nothing however large the grids."""
+    return len(plan.seeds) * sum(row_points(row) for row in plan.rows)
+
+
+def check_size(plan: Plan, max_runs: int | None = None) -> int:
+    """``count_runs(plan)``, refused when above the limit (``max_runs``, else the plan's
+    ``max_runs``, else DEFAULT_MAX_RUNS) in one line that names the largest row and the way to
+    raise the limit."""
+    limit = max_runs or plan.max_runs or DEFAULT_MAX_RUNS
+    total = count_runs(plan)
+    if total > limit:
+        largest = max(plan.rows, key=row_points)
+        raise UserError(
+            f"plan {plan.name} expands to {total:,} runs ({len(plan.seeds)} seed(s); row "
+            f"{largest.label!r} alone has {row_points(largest):,} grid points), more than "
+            f"the limit of {limit:,}: shrink its grids, or raise the limit with suite bench "
+            f"--max-runs N (or max_runs = N in the plan)")
+    return total
+
+
 def grid_points(row: Row) -> list[dict[str, Any]]:
     """Every combination of the row's grid axes (in the order written); ``[{}]`` without."""
     if not row.grid:
@@ -297,7 +353,8 @@ def experiment_of(plan: Plan, dataset: str | None = None) -> str:
 
 
 def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | None = None,
-           check: Literal["full", "config", "none"] = "full") -> list[PlannedRun]:
+           check: Literal["full", "config", "none"] = "full",
+           max_runs: int | None = None) -> list[PlannedRun]:
     """Every run of the plan, row by row (grid points in order), seed by seed.
 
     ``overrides`` (``suite bench --set``) apply to every run, last. ``dataset`` runs every row on
@@ -307,7 +364,10 @@ def expand(plan: Plan, overrides: dict[str, Any] | None = None, dataset: str | N
     default. ``check="full"`` checks each distinct config as ``suite run`` would (method
     options, schedule, backbone, and the data files, once per dataset and data settings), so a
     bad plan stops before anything runs; ``"config"`` leaves the data files out (a dry run).
+    A plan of more runs than ``max_runs`` (see :func:`check_size`) is refused before any run
+    is made.
     """
+    check_size(plan, max_runs)
     overrides = dict(overrides or {})
     owned = sorted(set(overrides) & set(PLAN_OWNED))
     if owned:

@@ -340,7 +340,8 @@ def run_trial(trial: optuna.Trial, config: RunConfig, method: Any, study: str,
             raise OverBudget(budget, value)
     result = engine.run(config, uri, show_progress=False, checkpoints=None,
                         tags={"sweep": study, "trial": str(trial.number)},
-                        on_epoch=pruning_reporter(trial) if len(objectives) == 1 else None)
+                        on_epoch=pruning_reporter(trial) if len(objectives) == 1 else None,
+                        on_open=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
     logged: dict[str, float] = {}
     if any(not o.metric.startswith("val/") for o in objectives):
         from mlflow.tracking import MlflowClient
@@ -376,10 +377,10 @@ def run_sweep(method: str, dataset: str, trials: int, overrides: dict[str, Any],
     limit = f" under {budget.text}" if budget is not None else ""
     say(f"sweep {name}: {trials} trials of {method} on {dataset}, {aims}{limit} ({kind}); "
         f"{len(study.trials)} trials already in {storage}")
-    for number in fail_abandoned_trials(study):
+    for number in fail_abandoned_trials(study, uri):
         say(f"trial {number} was RUNNING in a worker that is gone: marked failed")
     complete_now = pruned_now = 0
-    for trial in (asked(study, trials) if goal is None else asked_until(study, goal)):
+    for trial in (asked(study, trials) if goal is None else asked_until(study, goal, uri=uri)):
         study.sampler = sampler_for(seed, trial.number, kind)  # draws happen at suggest time
         try:
             with worker_heartbeat(trial):
@@ -440,16 +441,24 @@ def check_objectives(objectives: tuple[Objective, ...], sampler: str | None, pru
     return kind
 
 
-def fail_abandoned_trials(study: optuna.Study) -> list[int]:
+def fail_abandoned_trials(study: optuna.Study, uri: str | None = None) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker is gone (killed outright): on this host its
     process no longer exists; on another, its heartbeat stopped (suite.job.ownership). They
-    would stay RUNNING forever; they do not count toward a goal (:func:`counted`)."""
+    would stay RUNNING forever; they do not count toward a goal (:func:`counted`). The MLflow
+    run of such a trial (user attr ``mlflow_run_id``, recorded as the run opens), still
+    RUNNING in the store at ``uri``, ends KILLED with the tags ``abandoned=true`` and
+    ``worker_gone`` (the worker, ``pid@host``)."""
     gone = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = ownership.Owner.from_tags(trial.user_attrs.get("worker", {}))
         if worker is not None and worker.gone():
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             gone.append(trial.number)
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if run_id:
+                ownership.end_left_running(
+                    tracking.tracking_uri(uri), run_id, "KILLED",
+                    {"abandoned": "true", "worker_gone": worker.tags()["owner"]})
     return gone
 
 
@@ -469,14 +478,16 @@ def asked(study: optuna.Study, trials: int) -> Iterator[optuna.Trial]:
         yield trial
 
 
-def asked_until(study: optuna.Study, goal: int, poll: float = 2.0) -> Iterator[optuna.Trial]:
+def asked_until(study: optuna.Study, goal: int, poll: float = 2.0, uri: str | None = None
+                ) -> Iterator[optuna.Trial]:
     """New trials while the study counts fewer than ``goal`` (other workers' live trials
     included); waits while the goal is only reached with running trials, which may still fail.
-    A trial asked after the others took the last places is a surplus: FAIL, tag ``surplus``."""
+    A trial asked after the others took the last places is a surplus: FAIL, tag ``surplus``.
+    ``uri``: the tracking store where a gone worker's trial runs are ended."""
     import time
 
     while True:
-        for number in fail_abandoned_trials(study):
+        for number in fail_abandoned_trials(study, uri):
             say(f"trial {number} was RUNNING in a worker that is gone: marked failed, to be "
                 f"replaced")
         done = counted(study)
@@ -566,7 +577,7 @@ def run_workers(method: str, dataset: str, trials: int, overrides: dict[str, Any
     config = base_config(method, dataset, overrides)
     study = open_study(name, storage, method, dataset, make_pruner(pruner, config.train.epochs),
                        objectives)
-    fail_abandoned_trials(study)
+    fail_abandoned_trials(study, uri)
     # The tracking store is made here, once: a worker killed while MLflow creates a new
     # store's tables would leave it half made for the others.
     tracking.open_experiment(tracking.tracking_uri(uri), config.experiment)

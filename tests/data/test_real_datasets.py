@@ -363,6 +363,83 @@ def test_user_errors_for_data_root_and_video_folder(fixtures, tmp_path):
         load_split(card, "test", config(fixtures["msrvtt"], "msrvtt", videos="elsewhere"))
 
 
+def test_a_caption_of_a_megabyte_is_read_and_the_csv_limit_is_put_back(fixtures, tmp_path):
+    """csv's default field limit is 131072 characters: a longer caption is read whole (a
+    field can be as long as its file), and the process-wide limit is as it was afterwards."""
+    import csv
+
+    fx, card = fixtures["msrvtt"], load_card("msrvtt")
+    root = copy_fixture(fx, tmp_path / "msrvtt")
+    long = "a dog, \"quoted\", runs\n" + "and runs " * 120_000  # about 1 MB, over two lines
+    first = fx.parts["test"][0]
+    rows = [["key", "vid_key", "video_id", "sentence"]] + [
+        [f"ret{i}", f"msr{v[5:]}", v, long if v == first else fx.captions[v][0]]
+        for i, v in enumerate(fx.parts["test"])]
+    with (root / "MSRVTT_JSFUSION_test.csv").open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    limit = csv.field_size_limit()
+    split = load_split(card, "test", config(root, "msrvtt"))
+    assert split.captions[split.caption_video.index(split.video_ids.index(first))] == long.strip()
+    assert len(long) > 8 * limit and csv.field_size_limit() == limit
+
+
+def _latin1(text: str) -> bytes:
+    return text.replace("caption", "capti\xf3n").encode("latin-1")
+
+
+def _nul_on_line_2(text: str) -> bytes:
+    lines = text.encode().split(b"\n")
+    return b"\n".join([lines[0], lines[1][:5] + b"\0" + lines[1][5:], *lines[2:]])
+
+
+# (dataset, annotation file, how it is broken, what the one line says)
+BROKEN_FILES = [
+    ("msrvtt", "MSRVTT_JSFUSION_test.csv", _latin1, "is not UTF-8 text (byte 0xf3 on line 2)"),
+    ("msrvtt", "MSRVTT_JSFUSION_test.csv", _nul_on_line_2, "has a NUL byte on line 2"),
+    ("msrvtt", "MSRVTT_JSFUSION_test.csv", lambda t: t.encode() + b"ret9,msr9\n",
+     "line 6: fewer values than the columns of its header"),
+    ("msrvtt", "MSRVTT_data.json", lambda t: t.encode()[:-30],
+     "is not valid JSON: Unterminated string starting at: line 1 column"),
+    ("msvd", "test_list.txt", lambda t: t.encode("utf-16"),
+     "is not UTF-8 text (byte 0xff on line 1)"),
+    ("lsmdc", "LSMDC16_challenge_1000_publictect.csv", _nul_on_line_2,
+     "has a NUL byte on line 2"),
+    ("didemo", "test_data.json", lambda t: t.encode().replace(b'"video"', b'"video', 1),
+     "is not valid JSON: Expecting ':' delimiter: line 1 column"),
+    ("activitynet", "val_1.json", lambda t: b"[" * 200_000 + b"]" * 200_000,
+     "is not valid JSON: nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("name", "file", "damage", "message"), BROKEN_FILES,
+                         ids=[f"{n}-{f}-{m.split('(')[0][:20]}" for n, f, _, m in BROKEN_FILES])
+def test_annotation_files_in_another_encoding_binary_or_malformed_are_one_line(
+        fixtures, tmp_path, name, file, damage, message):
+    from suite.errors import DataError
+
+    root = copy_fixture(fixtures[name], tmp_path / name)
+    path = root / file
+    path.write_bytes(damage(path.read_text()))
+    part = "train" if file == "MSRVTT_data.json" else "test"  # read for the training lists
+    with pytest.raises(DataError) as info:
+        load_split(load_card(name), part, config(root, name))
+    text = str(info.value)
+    assert "\n" not in text and f"annotation file {path} " in text and message in text, text
+
+
+def test_a_broken_annotation_file_stops_a_run_before_anything_is_logged(fixtures, tmp_path):
+    fx = fixtures["msrvtt"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = copy_fixture(fx, tmp_path / "msrvtt")
+    data = root / "MSRVTT_JSFUSION_test.csv"
+    data.write_bytes(_latin1(data.read_text()))
+    line = one_line_error(runner.invoke(app, [
+        "run", "--method", "lora", "--dataset", "msrvtt", "--data-root", str(root),
+        "--tracking-uri", uri, *BASE]))
+    assert line.startswith(f"error: annotation file {data} is not UTF-8 text")
+    assert runs_in(uri) == 0 and not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("augment", [True, "rand-m7-n4-mstd0.5-inc1"])
 def test_training_augmentation_keeps_shapes(fixtures, augment):

@@ -1,6 +1,8 @@
 """Merge maps: every patch is assigned to the one final token that absorbed it, and drawn."""
 
 
+import os
+
 import numpy as np
 import open_clip
 import pytest
@@ -131,3 +133,50 @@ def test_cli_reads_a_runs_config_and_trained_weights(tmp_path, monkeypatch):
                                  "--out", str(tmp_path / "gone.png")])
     assert result.exit_code == 2 and "has no trained_weights.pt" in result.output
     assert not (tmp_path / "gone.png").exists()
+
+
+class Payload:
+    """A pickle that creates a file when it is unpickled by a plain ``torch.load``."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.target),))
+
+
+def test_a_planted_trained_weights_file_runs_no_code_even_when_torch_is_told_to(
+        tmp_path, monkeypatch):
+    """``suite merges --run`` reads the run's trained_weights.pt through the one safe loader:
+    under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (which makes a plain torch.load run the payload)
+    the file is refused in one line and nothing in it runs."""
+    from mlflow.tracking import MlflowClient
+
+    from suite.job import config as cfg
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    run_id = client.create_run(client.create_experiment("planted")).info.run_id
+    config = cfg.apply_overrides(cfg.base_for("tome", "synthetic"), cfg.parse_sets(
+        [s for s in TINY_DATA if s != "--set"]))
+    config.save(tmp_path / "config.json")
+    marker = tmp_path / "pwned"
+    torch.save({"weight": Payload(marker)}, tmp_path / "trained_weights.pt")
+    with pytest.warns(UserWarning, match="TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
+        torch.load(tmp_path / "trained_weights.pt")  # the payload does run this way
+    assert marker.exists()
+    marker.unlink()
+    for name in ("config.json", "trained_weights.pt"):
+        client.log_artifact(run_id, str(tmp_path / name))
+    result = runner.invoke(app, ["merges", "--run", run_id, "--tracking-uri", store,
+                                 "--out", str(tmp_path / "m.png")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "trained_weights.pt is unreadable" in lines[0], result.output
+    assert "refused, nothing in it was run" in lines[0] and "weights_only" not in lines[0]
+    assert not marker.exists() and not (tmp_path / "m.png").exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"  # put back after the call

@@ -196,3 +196,41 @@ def test_sigterm_ends_the_run_killed_and_resumable(store, tmp_path):
     assert run.info.status == "KILLED"
     assert f"suite run --resume {run.info.run_id}" in stderr.replace("\n", " ")
     assert (tmp_path / "checkpoints" / run.info.run_id / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused_and_the_run_stays_killed(
+        store, monkeypatch):
+    """A checkpoint with a good signature but another model's tensors (a shape that would
+    broadcast, a dtype that would be cast, a shape that would fail, Adam's moments) is refused
+    in one line naming the tensor, before the MLflow run reopens: it stays KILLED."""
+    with monkeypatch.context() as patch:
+        interrupt_at_epoch(patch, 1)
+        invoke(store, *TINY)
+    client = MlflowClient(store)
+    run_id = client.search_runs(["1"])[0].info.run_id
+    assert client.get_run(run_id).info.status == "KILLED"
+    path = checkpoint.checkpoint_path(Path("checkpoints"), run_id)
+    saved = checkpoint.read(path)
+    name, value = next((n, v) for n, v in saved["model"].items() if v.ndim >= 2)
+    index, moments = next((i, s) for i, s in saved["optimizer"]["state"].items()
+                          if s["exp_avg"].ndim >= 2)
+    cases = [
+        ({"model": saved["model"] | {name: value[:1]}}, f"tensor '{name}' is float32 [1, "),
+        ({"model": saved["model"] | {name: value.double()}}, f"tensor '{name}' is float64"),
+        ({"model": saved["model"] | {name: torch.zeros(3)}}, f"tensor '{name}' is float32 [3]"),
+        ({"kept": saved["kept"] | {"weights": {}}}, f"kept (best) weights: no tensor '{name}'"),
+        ({"optimizer": saved["optimizer"] | {"state": saved["optimizer"]["state"] | {
+            index: moments | {"exp_avg": moments["exp_avg"].flatten()}}}},
+         "optimizer: exp_avg of '"),
+    ]
+    for change, message in cases:
+        checkpoint.save_atomic(saved | change, path)
+        result = invoke(store, "--resume", run_id)
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and "Traceback" not in result.output, result.output
+        assert "does not fit the model this run builds" in errors[0], errors[0]
+        assert message in errors[0], errors[0]
+        assert client.get_run(run_id).info.status == "KILLED"
+    assert checkpoint.read(path)["epoch"] == 1  # the checkpoint is kept as it was given

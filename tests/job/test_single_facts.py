@@ -54,7 +54,8 @@ def test_a_method_declares_learning_rates_exactly_when_its_model_trains(method, 
 # -- settings that do not change what a run computes ------------------------------------------
 
 CHANGED = {"experiment": "elsewhere", "device": "cpu", "data_root": "/elsewhere",
-           "train.num_workers": 2, "train.eval_batch_size": 2, "trust_torchscript": True}
+           "train.num_workers": 2, "train.eval_batch_size": 2, "trust_torchscript": True,
+           "train.memory_check": False}
 
 
 def test_the_settings_that_do_not_compute_are_one_tuple_of_real_settings():

@@ -172,6 +172,87 @@ def test_cli_refuses_a_bad_plan_with_exit_2(tmp_path):
     assert result.exit_code == 2 and "--row 'Nope' is not a row" in result.output
 
 
+def one_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_a_plan_file_that_is_not_utf8_or_too_large_is_one_line(tmp_path):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(TINY.replace('"tiny"', '"caf\xe9"', 1).encode("latin-1"))
+    line = one_line(runner.invoke(app, ["bench", str(latin), "--dry-run"]))
+    assert f"plan {latin}: not UTF-8 text (byte 0xe9 on line 2)" in line
+    assert "save it as UTF-8" in line
+    utf16 = tmp_path / "utf16.toml"
+    utf16.write_text(TINY, encoding="utf-16")
+    assert "not UTF-8 text (byte 0xff on line 1)" in one_line(
+        runner.invoke(app, ["bench", str(utf16)]))
+    big = tmp_path / "big.toml"
+    big.write_text(TINY + "# padding\n" * 200_000)
+    assert "is larger than 1 MiB" in one_line(runner.invoke(app, ["bench", str(big)]))
+    deep = tmp_path / "deep.toml"
+    deep.write_text(TINY + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert "not valid TOML: arrays or tables nested too deeply" in one_line(
+        runner.invoke(app, ["bench", str(deep)]))
+
+
+HUGE = """
+description = "ten axes of ten values and two seeds: 2 * 10^12 runs"
+experiment = "plan-huge"
+seeds = [0, 1]
+[defaults]
+dataset = "synthetic"
+[[rows]]
+label = "LoRA"
+method = "lora"
+[[rows]]
+label = "LoRA grid"
+method = "lora"
+[rows.grid]
+""" + "".join(f"train.lr_{k} = [{', '.join(str(v) for v in range(10))}]\n"
+              for k in range(12))
+
+
+def test_a_plan_of_too_many_runs_is_refused_before_any_run_is_made(tmp_path, monkeypatch):
+    """Counted from the grid sizes: neither a grid point nor a run is made (the expansion
+    functions fail the test if called), so the refusal does not grow with the grid."""
+    import suite.orchestrate.plans as plans
+
+    def never(*args, **kwargs):
+        raise AssertionError("the plan was expanded")
+
+    monkeypatch.setattr(plans, "grid_points", never)
+    monkeypatch.setattr(plans, "_resolve", never)
+    path = write(tmp_path, HUGE, "huge.toml")
+    assert plans.count_runs(load_plan(path)) == 2 * (1 + 10 ** 12)
+    line = one_line(runner.invoke(app, ["bench", path, "--dry-run"]))
+    assert line == (
+        "error: plan huge expands to 2,000,000,000,002 runs (2 seed(s); row 'LoRA grid' alone "
+        "has 1,000,000,000,000 grid points), more than the limit of 10,000: shrink its grids, "
+        "or raise the limit with suite bench --max-runs N (or max_runs = N in the plan)")
+    assert "more than the limit of 5" in one_line(
+        runner.invoke(app, ["bench", path, "--max-runs", "5"]))
+    assert "more than the limit of 7" in one_line(runner.invoke(
+        app, ["bench", write(tmp_path, "max_runs = 7\n" + HUGE, "capped.toml"), "--dry-run"]))
+    help_text = runner.invoke(app, ["bench", "--help"]).output
+    assert f"else {plans.DEFAULT_MAX_RUNS})" in " ".join(help_text.split())
+
+
+def test_the_run_limit_counts_every_row_grid_point_and_seed(tmp_path):
+    plan = load_plan(write(tmp_path, TINY))  # LoRA + TempMe x 2 grid points, 2 seeds
+    assert len(expand(plan, check="none", max_runs=6)) == 6
+    with pytest.raises(UserError, match="expands to 6 runs .* more than the limit of 5"):
+        expand(plan, check="none", max_runs=5)
+    capped = load_plan(write(tmp_path, "max_runs = 5\n" + TINY, "capped.toml"))
+    with pytest.raises(UserError, match="limit of 5"):
+        expand(capped, check="none")
+    assert len(expand(capped, check="none", max_runs=6)) == 6  # --max-runs wins
+    with pytest.raises(UserError, match="max_runs: must be greater than or equal to 1"):
+        load_plan(write(tmp_path, "max_runs = 0\n" + TINY, "zero.toml"))
+
+
 @pytest.mark.slow
 def test_dry_run_of_synthetic_all_lists_every_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from tiny_runs import TINY_DATA
 
@@ -27,6 +28,11 @@ def start_sweep(cwd, *args):
     return subprocess.Popen([SUITE, "sweep", *TINY_SWEEP, *args, "--json"], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def opened(trials):
+    """The RUNNING trials whose MLflow run is open (its id recorded on the trial)."""
+    return [t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
 
 
 def trials_of(cwd):
@@ -44,19 +50,22 @@ def worker_logs(cwd):
 @pytest.mark.subprocess
 def test_two_workers_share_the_goal_and_a_killed_worker_is_replaced(tmp_path):
     parent = start_sweep(tmp_path, "--trials", "3", "--workers", "2")
-    # wait until both workers run a trial, then kill one of them outright
+    # wait until both workers run a trial, then kill one whose trial's MLflow run is open
     deadline = time.monotonic() + 300
-    workers = []
+    workers, victim = [], None
     while time.monotonic() < deadline:
         workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
                    if "--goal" in p.cmdline()]
-        if len(workers) == 2 and (tmp_path / "optuna.journal").exists() and sum(
-                t.state == TrialState.RUNNING for t in trials_of(tmp_path)) == 2:
-            break
-        time.sleep(0.5)
-    assert len(workers) == 2, "the workers did not start"
-    time.sleep(2)
-    workers[0].send_signal(signal.SIGKILL)
+        if len(workers) == 2 and (tmp_path / "optuna.journal").exists():
+            trials = trials_of(tmp_path)
+            running = opened(trials)
+            if sum(t.state == TrialState.RUNNING for t in trials) == 2 and running:
+                victim = int(running[0].user_attrs["worker"]["owner_pid"])
+                break
+        time.sleep(0.1)
+    assert len(workers) == 2 and victim is not None, "the workers did not start"
+    [killed] = [p for p in workers if p.pid == victim]
+    killed.send_signal(signal.SIGKILL)
     out, err = parent.communicate(timeout=900)
     assert parent.returncode == 0, err[-3000:] + worker_logs(tmp_path)
     summary = json.loads(out[out.index("{"):])
@@ -73,6 +82,13 @@ def test_two_workers_share_the_goal_and_a_killed_worker_is_replaced(tmp_path):
     assert len(set(drawn)) == 3  # no trial repeated
     assert summary["complete"] == 3 and summary["complete_now"] == 3
     assert all(t.state != TrialState.RUNNING for t in trials)
+    # The killed trial's MLflow run, recorded as it opened, is ended, not left RUNNING.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(failed[0].user_attrs["mlflow_run_id"])
+    assert failed[0].user_attrs["worker"]["owner_pid"] == str(victim)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["worker_gone"].startswith(f"{victim}@")
+    assert not client.search_runs([run.info.experiment_id], "attributes.status = 'RUNNING'")
 
 
 def test_a_surplus_trial_is_failed_and_not_counted(tmp_path, monkeypatch):

@@ -15,16 +15,19 @@ import dataclasses
 import os
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from methods import registry
 from suite.job import config as cfg
 
-FAST = settings(max_examples=int(os.environ.get("SUITE_FUZZ_EXAMPLES", "60")), deadline=None,
+# No "explain" phase: it reruns a failing case hundreds of times to say which parts matter.
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
+FAST = settings(phases=PHASES, max_examples=int(os.environ.get("SUITE_FUZZ_EXAMPLES", "60")),
+                deadline=None,
                 derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-LONG = settings(max_examples=int(os.environ.get("SUITE_FUZZ_LONG_EXAMPLES", "400")),
+LONG = settings(phases=PHASES, max_examples=int(os.environ.get("SUITE_FUZZ_LONG_EXAMPLES", "400")),
                 deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -39,15 +39,16 @@ def test_a_run_with_any_setting_finishes_or_ends_in_one_line(method, setting):
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = CliRunner().invoke(app, [*RUN, "--method", method, "--set", f"{key}={value}"])
+        store = f"sqlite:///{Path(tmp) / 'mlflow.db'}"  # MLflow keeps an engine per URI
+        result = CliRunner().invoke(app, [*RUN, "--method", method, "--set", f"{key}={value}",
+                                          "--tracking-uri", store])
         event("finished" if result.exit_code == 0 else f"exit {result.exit_code}")
         problem = one_line_failure(result.output.splitlines()[-1] if result.exit_code
                                    else result.output, result.exit_code)
         assert problem is None, (problem, key, value, result.output[-3000:])
         assert "Traceback" not in result.output
         if (Path(tmp) / "mlflow.db").exists():
-            runs = MlflowClient("sqlite:///mlflow.db").search_runs(
-                [e.experiment_id for e in MlflowClient("sqlite:///mlflow.db")
-                 .search_experiments()])
+            client = MlflowClient(store)
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
             assert all(r.info.status != "RUNNING" for r in runs), key
         assert {p.split("/")[0] for p in files_under(Path(tmp))} <= RUN_FOLDERS
