@@ -103,9 +103,24 @@ def check_progress(state: dict[str, Any], run_id: str, path: Path) -> None:
         ("optimizer", isinstance(state["optimizer"], dict)),
         ("scheduler", isinstance(state["scheduler"], dict)),
         ("scaler", isinstance(state["scaler"], dict))) if not fine]
+    if not problems and not restorable(state["rng"]):
+        problems.append("rng")
     if problems:
         raise UserError(f"checkpoint {path} holds no valid {problems[0]} (a value of another "
                         f"kind); start the run again")
+
+
+def restorable(states: dict[str, Any]) -> bool:
+    """Whether the random-number ``states`` of a checkpoint can be restored: tried, then this
+    process's own states put back."""
+    current = rng_states()
+    try:
+        restore_rng_states(states)
+        return True
+    except Exception:  # noqa: BLE001 - any failure: states of another kind
+        return False
+    finally:
+        restore_rng_states(current)
 
 
 def check_fits(state: dict[str, Any], trainable: Mapping[str, torch.Tensor],

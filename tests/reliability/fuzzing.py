@@ -77,7 +77,7 @@ def near(value: object) -> st.SearchStrategy[str]:
     if isinstance(value, bool):
         return st.sampled_from(["true", "false"])
     if isinstance(value, int):
-        return st.integers(0, max(2 * value, 4)).map(str)
+        return st.integers(0, min(max(2 * value, 4), 64)).map(str)  # runs stay short
     if isinstance(value, float):
         return st.floats(0, max(2 * value, 1.0), allow_subnormal=False).map(repr)
     if isinstance(value, list | tuple):
@@ -87,6 +87,14 @@ def near(value: object) -> st.SearchStrategy[str]:
 
 PLAUSIBLE_SET = st.sampled_from(KNOWN_KEYS).flatmap(
     lambda key: near(DEFAULTS[key]).map(lambda value: (key, value)))
+
+# Values of another kind than any setting's default, or negative: a whole run may try them
+# (a valid but large value, a million training videos, would make a valid and very long run).
+OTHER_KIND_VALUES = st.one_of(
+    st.integers(-10**15, -1).map(str),
+    st.sampled_from(["null", "[]", "{}", '{"a": 1}', "nan", "-inf", "''", " ", "="]),
+    st.text(TYPED, max_size=30).filter(lambda text: not text.strip().isdigit()),
+)
 
 
 def one_line_failure(output: str, exit_code: int) -> str | None:

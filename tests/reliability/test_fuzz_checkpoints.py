@@ -65,13 +65,17 @@ def plain_value(text: str):
 
 
 TOP_KEYS = st.sampled_from(checkpoint.KEYS)
+OTHER_KIND = st.one_of(st.text(max_size=20), st.integers(-10**9, -1), st.none(),
+                       st.sampled_from([[], {}, [1, 2], {"a": 1}, True, float("nan")]))
 ALTERATIONS = st.one_of(
     st.tuples(st.just("drop"), TOP_KEYS),
     st.tuples(st.just("replace"), TOP_KEYS, SET_VALUES.map(plain_value)),
     st.tuples(st.just("epoch"), st.integers(-3, 4)),
     st.tuples(st.just("tensor"), st.integers(0, 50), st.sampled_from(
         ["reshape", "float64", "int64", "float16", "scalar", "text", "drop", "extra", "nan"])),
-    st.tuples(st.just("config"), st.integers(0, 80), SET_VALUES.map(plain_value)),
+    # Values of another kind only: a valid but larger setting (a million training videos)
+    # resumes into a valid and very long run.
+    st.tuples(st.just("config"), st.integers(0, 80), OTHER_KIND),
     st.tuples(st.just("optimizer"), st.integers(0, 50), st.sampled_from(
         ["reshape", "drop", "text"])),
     st.tuples(st.just("bytes"), POSITION, st.binary(min_size=1, max_size=16)),

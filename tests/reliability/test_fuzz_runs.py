@@ -13,8 +13,8 @@ from fuzzing import (
     KNOWN_KEYS,
     LONG,
     METHODS,
+    OTHER_KIND_VALUES,
     PLAUSIBLE_SET,
-    SET_VALUES,
     files_under,
     one_line_failure,
 )
@@ -32,7 +32,7 @@ RUN_FOLDERS = {"mlflow.db", "mlflow.db.lock", "mlartifacts", "checkpoints"}
 
 @pytest.mark.slow
 @given(method=st.sampled_from(METHODS), setting=st.one_of(
-    PLAUSIBLE_SET, PLAUSIBLE_SET, st.tuples(st.sampled_from(KNOWN_KEYS), SET_VALUES)))
+    PLAUSIBLE_SET, PLAUSIBLE_SET, st.tuples(st.sampled_from(KNOWN_KEYS), OTHER_KIND_VALUES)))
 @settings(LONG, max_examples=int(os.environ.get("SUITE_FUZZ_RUN_EXAMPLES", "12")))
 def test_a_run_with_any_setting_finishes_or_ends_in_one_line(method, setting):
     key, value = setting
