@@ -587,6 +587,11 @@ def resume_run(run_id: str, uri: str | None = None, show_progress: bool = True,
     with ownership.claim(checkpoints, run_id, tracking.tracking_uri(uri)):
         state = checkpoint.load(checkpoints, run_id)
         config = from_dict(state["config"])  # a broken config is refused before the takeover
+        logged_in = tracking.experiment_of_run(tracking.tracking_uri(uri), run_id)
+        if config.experiment != logged_in:
+            raise UserError(f"the checkpoint of run {run_id} names experiment "
+                            f"{config.experiment!r}, but the run is in {logged_in!r}; start "
+                            f"the run again")
         if state["epoch"] > config.train.epochs:
             raise UserError(f"the checkpoint of run {run_id} is after epoch {state['epoch']} "
                             f"of a run of {config.train.epochs} epochs; start the run again")

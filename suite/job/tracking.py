@@ -171,6 +171,12 @@ def run_status(uri: str, run_id: str) -> str | None:
         return None
 
 
+def experiment_of_run(uri: str, run_id: str) -> str:
+    """The name of the experiment that holds run ``run_id`` of the store at ``uri``."""
+    store = client(uri)
+    return str(store.get_experiment(store.get_run(run_id).info.experiment_id).name)
+
+
 def store_lock_path(uri: str) -> Path | None:
     """The lock file serialising the first use of a local store: beside a SQLite database or
     a file store's folder; None for servers and remote databases."""
