@@ -216,7 +216,6 @@ class Trainer:
         selection = Selection(t.select_metric, t.select_ties)
         first_epoch = step = 0
         if resume is not None:
-            checkpoint.check_fits(resume, trainable_parameters(self.model), optimizer)
             self.model.load_trainable_state(resume["model"])
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
